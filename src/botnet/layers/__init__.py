@@ -1,0 +1,21 @@
+"""Building blocks of BoTNet and its baselines."""
+
+from .blocks import BoTBlock, Bottleneck, make_downsample
+from .mhsa import POS_ENCODINGS, MHSA2d
+from .non_local import NonLocal2d
+from .pos_embed import AbsPosEmb2d, RelPosEmb2d, rel_index, resize_pos_table
+from .squeeze_excite import SEModule
+
+__all__ = [
+    "AbsPosEmb2d",
+    "BoTBlock",
+    "Bottleneck",
+    "MHSA2d",
+    "NonLocal2d",
+    "POS_ENCODINGS",
+    "RelPosEmb2d",
+    "SEModule",
+    "make_downsample",
+    "rel_index",
+    "resize_pos_table",
+]
