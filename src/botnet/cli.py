@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 from .models import list_models, model_entrypoint
@@ -108,6 +109,51 @@ def _profile_paper(args: argparse.Namespace) -> int:
     return 1 if n_bad else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import ConfigError, apply_overrides, load_config
+
+    try:
+        cfg = load_config(args.config)
+        overrides = list(args.set or []) + list(args.overrides or [])
+        if args.data is not None:
+            overrides.append(f"data.root={args.data}")
+        if args.output is not None:
+            overrides.append(f"run.output={args.output}")
+        apply_overrides(cfg, overrides)
+        if cfg.data.root is not None and not Path(cfg.data.root).is_dir():
+            raise ConfigError(f"data folder {cfg.data.root!r} not found (expected ROOT/train/<class>/* and ROOT/val/<class>/*)")
+        from .models import is_model
+
+        if not is_model(cfg.model.name):
+            model_entrypoint(cfg.model.name)  # raises with suggestions
+    except (ConfigError, ValueError) as e:
+        print(f"botnet train: {e}", file=sys.stderr)
+        return 2
+    from .engine.classify import train
+
+    result = train(cfg, resume=args.resume)
+    if result:
+        print(json.dumps({k: v for k, v in result.items() if k != "kind"}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.classify import evaluate_checkpoint
+
+    try:
+        res = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, args.workers, args.ema, args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"botnet eval: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['model']} ({res['checkpoint']}, epoch {res['epoch']}{', EMA' if res['ema'] else ''}): "
+              f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  loss {res['loss']:.4f}  on {res['count']} images"
+              + (f" ({res['skipped_images']} unreadable skipped)" if res["skipped_images"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="botnet", description="BoTNet models: build, count, compare with the paper.")
     p.add_argument("--version", action="version", version=f"botnet {__version__}")
@@ -125,6 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--paper", action="store_true", help="our counts beside every row of the paper's Tables 1, 10 and 14")
     pp.add_argument("--markdown", action="store_true", help="with --paper: print the comparison as a Markdown table")
     pp.set_defaults(func=cmd_profile)
+
+    pt = sub.add_parser("train", help="train a classifier with a recipe (works under torchrun)")
+    pt.add_argument("--config", required=True, help="YAML recipe, e.g. configs/demo.yaml")
+    pt.add_argument("--data", default=None, help="dataset root with train/ and val/ class folders (default: the recipe's)")
+    pt.add_argument("--output", default=None, help="run folder (default: runs/<recipe name>)")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value, e.g. --set optim.lr=0.2")
+    pt.add_argument("--resume", default=None, metavar="CKPT|auto", help="continue from a checkpoint (auto: OUTPUT/last.pt)")
+    pt.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as --set")
+    pt.set_defaults(func=cmd_train)
+
+    pe = sub.add_parser("eval", help="evaluate a classification checkpoint (top-1/top-5/loss)")
+    pe.add_argument("--checkpoint", required=True)
+    pe.add_argument("--data", default=None, help="dataset root (default: the one the checkpoint was trained on)")
+    pe.add_argument("--batch-size", type=int, default=64)
+    pe.add_argument("--workers", type=int, default=2)
+    pe.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    pe.add_argument("--device", default="auto")
+    pe.add_argument("--json", action="store_true")
+    pe.set_defaults(func=cmd_eval)
     return p
 
 

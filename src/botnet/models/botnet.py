@@ -172,6 +172,13 @@ def botnet_s1_128(**kw):
     return build_model(_s1((3, 4, 23, 12)), **kw)
 
 
+# A CPU-sized BoTNet for demos and tests (not a paper model) ---------------------------------------
+@register_model
+def botnet_tiny(**kw):
+    """Demo-size BoTNet (not in the paper): [1,1,1,2] blocks at width 1/4, MHSA in both c5 blocks."""
+    return build_model(NetCfg(layers=(1, 1, 1, 2), attn_layers=(1, 1), width=0.25), **kw)
+
+
 # Table 14 presets at their resolutions -------------------------------------------------------------
 @register_model
 def botnet_t3(img_size=224, **kw):

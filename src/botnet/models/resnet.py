@@ -39,6 +39,8 @@ class NetCfg:
         act: activation, "relu" or "silu" (the constructor's ``act_layer`` overrides it).
         num_heads, pos_enc, content: MHSA options (4 heads, relative encoding, q k^T on).
         stride_in_1x1: ResNet v1 (stride on the first 1x1 conv of conv blocks) instead of v1.5.
+        width: multiplier of the stem and stage widths (1.0 in the paper; small values make
+            CPU-sized models for demos and tests).
     """
 
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
@@ -52,6 +54,7 @@ class NetCfg:
     pos_enc: str = "relative"
     content: bool = True
     stride_in_1x1: bool = False
+    width: float = 1.0
 
     def __post_init__(self):
         if len(self.layers) != 4 or min(self.layers) < 1:
@@ -73,6 +76,15 @@ class NetCfg:
             raise ValueError(f"act must be one of {sorted(_ACTS)}, got {self.act!r}")
         if self.pos_enc not in POS_ENCODINGS:
             raise ValueError(f"pos_enc must be one of {POS_ENCODINGS}, got {self.pos_enc!r}")
+        if min(self.widths()) < self.num_heads or self.widths()[3] % self.num_heads:
+            raise ValueError(f"width={self.width} gives stage widths {self.widths()}, too narrow for {self.num_heads} heads")
+
+    def widths(self) -> tuple[int, int, int, int]:
+        """Bottleneck widths (planes) of c2..c5; outputs are 4x these."""
+        return tuple(max(1, int(round(w * self.width))) for w in _WIDTHS)
+
+    def stem_width(self) -> int:
+        return max(1, int(round(64 * self.width)))
 
     def c5_attn_flags(self) -> tuple[bool, ...]:
         if self.attn_layers == "all":
@@ -139,19 +151,20 @@ class ResNet(nn.Module):
         self.size_divisor = self._size_divisor(cfg)
         self.check_input_size(self.img_size)
 
-        self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(64)
+        stem = cfg.stem_width()
+        self.conv1 = nn.Conv2d(in_chans, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(stem)
         self.act1 = act_layer()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.feature_info = [dict(num_chs=64, reduction=2, module="act1")]
+        self.feature_info = [dict(num_chs=stem, reduction=2, module="act1")]
 
         strides = (1, 2, 2, cfg.c5_stride)
         kinds = [cfg.stage_kinds(i) for i in range(4)]
         n_blocks = sum(len(k) - k.count("nl") for k in kinds)
         feat = (-(-self.img_size[0] // 4), -(-self.img_size[1] // 4))  # ceil, as the stem computes
-        in_chs, reduction, idx = 64, 4, 0
+        in_chs, reduction, idx = stem, 4, 0
         for i in range(4):
-            planes = _WIDTHS[i]
+            planes = cfg.widths()[i]
             blocks = []
             for j, kind in enumerate(kinds[i]):
                 stride = strides[i] if j == 0 else 1

@@ -1,0 +1,71 @@
+"""Train and eval image transforms (torchvision.transforms.v2).
+
+Train: the standard ResNet augmentation, RandomResizedCrop + horizontal flip, optionally followed
+by RandAugment as in the BoTNet paper (magnitudes 10, 15 or 24 on the 0..30 scale, i.e.
+``num_magnitude_bins=31``). Eval: resize the short side to ``img_size / crop_pct`` and take the
+central ``img_size`` crop. Both end in a normalized (3, img_size, img_size) float32 tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import InterpolationMode
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+RANDAUG_BINS = 31  # magnitudes 0..30
+
+
+def _check(img_size: int, randaug_magnitude: int | None, randaug_layers: int, crop_pct: float, hflip: float,
+           mean: Sequence[float], std: Sequence[float], interpolation: str, scale: Sequence[float]) -> None:
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 8:
+        raise ValueError(f"img_size must be an int >= 8, got {img_size!r}")
+    if randaug_magnitude is not None and not 0 <= randaug_magnitude <= RANDAUG_BINS - 1:
+        raise ValueError(f"randaug_magnitude must be in [0, {RANDAUG_BINS - 1}] or None, got {randaug_magnitude!r}")
+    if randaug_layers < 1:
+        raise ValueError(f"randaug_layers must be >= 1, got {randaug_layers!r}")
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+    if not 0 <= hflip <= 1:
+        raise ValueError(f"hflip must be a probability in [0, 1], got {hflip!r}")
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std need 3 values each and std > 0, got mean={mean!r} std={std!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must be (min, max) with 0 < min <= max <= 1, got {scale!r}")
+
+
+def build_transforms(train: bool, img_size: int, randaug_magnitude: int | None = None, randaug_layers: int = 2,
+                     crop_pct: float = 0.875, hflip: float = 0.5, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear",
+                     scale: Sequence[float] = (0.08, 1.0)) -> v2.Compose:
+    """Build the train or eval transform: PIL RGB image -> (3, img_size, img_size) float32 tensor.
+
+    ``randaug_magnitude`` (0..30) adds RandAugment with ``randaug_layers`` ops after the crop and
+    flip of the train transform; it is ignored for eval. ``crop_pct`` only affects eval,
+    ``hflip`` and ``scale`` only train. Raises ``ValueError`` for out-of-range arguments.
+    """
+    _check(img_size, randaug_magnitude, randaug_layers, crop_pct, hflip, mean, std, interpolation, scale)
+    mode = InterpolationMode(interpolation)
+    if train:
+        ops: list = [
+            v2.RandomResizedCrop(img_size, scale=tuple(scale), interpolation=mode, antialias=True),
+            v2.RandomHorizontalFlip(hflip),
+        ]
+        if randaug_magnitude is not None:
+            ops.append(v2.RandAugment(num_ops=randaug_layers, magnitude=int(randaug_magnitude),
+                                      num_magnitude_bins=RANDAUG_BINS, interpolation=mode))
+    else:
+        ops = [
+            v2.Resize(int(round(img_size / crop_pct)), interpolation=mode, antialias=True),
+            v2.CenterCrop(img_size),
+        ]
+    ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(ops)

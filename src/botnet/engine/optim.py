@@ -1,0 +1,67 @@
+"""SGD with momentum, L2 weight decay off the normalization parameters, and per-step LR schedules
+(linear warmup, then cosine or step decay) on torch's ``LambdaLR``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..counter import NORM_TYPES
+
+__all__ = ["param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "WarmupMultiStep", "build_scheduler"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: normalization parameters without weight decay (as the TF ResNet code the paper
+    builds on), everything else with it."""
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if id(p) in norm_ids else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool = False) -> torch.optim.SGD:
+    return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    nesterov: bool = False, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+    """"sgd": SGD with momentum (the paper); "adamw": AdamW (decoupled decay), e.g. for short CPU runs."""
+    if name == "sgd":
+        return build_sgd(model, lr, momentum, weight_decay, nesterov)
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+    raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {name!r}")
+
+
+class WarmupCosine:
+    """LR factor at optimizer step s: linear from ``start`` to 1 over ``warmup`` steps, then cosine to 0."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, start_factor: float = 0.0):
+        self.total, self.warmup, self.start = max(1, total_steps), min(warmup_steps, total_steps), start_factor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.start + (1 - self.start) * step / self.warmup
+        t = (step - self.warmup) / max(1, self.total - self.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+class WarmupMultiStep:
+    """LR factor: linear warmup from ``start`` to 1, then x ``gamma`` at each milestone step."""
+
+    def __init__(self, milestones: list[int], warmup_steps: int, start_factor: float, gamma: float = 0.1):
+        self.milestones, self.warmup, self.start, self.gamma = sorted(milestones), warmup_steps, start_factor, gamma
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.start + (1 - self.start) * step / self.warmup
+        return self.gamma ** sum(step >= m for m in self.milestones)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

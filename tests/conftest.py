@@ -1,0 +1,9 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A small copy of the built-in shapes dataset: 10 classes x (8 train + 4 val) images."""
+    from botnet.data import builtin_dataset_root
+
+    return str(builtin_dataset_root(tmp_path_factory.mktemp("cache"), per_class_train=8, per_class_val=4))
