@@ -29,7 +29,7 @@ def test_overrides_and_types():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("optim.lrr=1", "unknown key 'optim.lrr'; expected one of: optim.epochs"),
+        ("optim.lrr=1", "unknown key 'optim.lrr'; expected one of: optim.name, optim.epochs"),
         ("optim.epochs=1.5", "optim.epochs: expected int, got 1.5"),
         ("run.ema=maybe", "run.ema: expected bool"),
         ("lr", "expected key=value"),

@@ -131,7 +131,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     from .engine.classify import train
 
-    result = train(cfg, resume=args.resume)
+    try:
+        result = train(cfg, resume=args.resume)
+    except (ValueError, FileNotFoundError) as e:  # bad setup: one line, no traceback
+        print(f"botnet train: {e}", file=sys.stderr)
+        return 2
     if result:
         print(json.dumps({k: v for k, v in result.items() if k != "kind"}))
     return 0

@@ -8,6 +8,7 @@ Conventions found by reconciling the tables (docs/paper-fidelity.md):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .counter import Profile, profile_model
@@ -90,17 +91,20 @@ def _delta(ours: float, paper: float | None) -> float | None:
     return None if paper is None else (ours - paper) / paper
 
 
-def compare_row(row: PaperRow, cache: dict | None = None) -> dict:
-    """Our counts for ``row`` beside the paper's: a dict with profile, deltas and status."""
+@functools.lru_cache(maxsize=None)
+def _profile(model: str, img_size: int, kwargs: tuple) -> Profile:
+    return profile_model(model, img_size, **dict(kwargs))
+
+
+def compare_row(row: PaperRow) -> dict:
+    """Our counts for ``row`` beside the paper's: a dict with profile, deltas and status (profiles
+    are computed once per process)."""
     out = {"table": row.table, "label": row.label, "model": row.model, "img_size": row.img_size,
            "paper_params_m": row.params_m, "paper_madds_g": row.madds_g, "kwargs": row.kwargs, "note": row.note}
     if row.model is None:
         out.update(params_m=None, madds_g=None, params_delta=None, madds_delta=None, status="n/a")
         return out
-    key = (row.model, row.img_size, tuple(sorted(row.kwargs.items())))
-    prof: Profile = cache[key] if cache is not None and key in cache else profile_model(row.model, row.img_size, **row.kwargs)
-    if cache is not None:
-        cache[key] = prof
+    prof = _profile(row.model, row.img_size, tuple(sorted(row.kwargs.items())))
     params_m = prof.params_without_norm / 1e6
     madds_g = prof.madds / 1e9
     dp, dm = _delta(params_m, row.params_m), _delta(madds_g, row.madds_g)
@@ -119,5 +123,4 @@ def compare_row(row: PaperRow, cache: dict | None = None) -> dict:
 
 
 def compare_all(rows: tuple[PaperRow, ...] = PAPER_ROWS) -> list[dict]:
-    cache: dict = {}
-    return [compare_row(r, cache) for r in rows]
+    return [compare_row(r) for r in rows]
