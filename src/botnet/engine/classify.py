@@ -40,7 +40,6 @@ class RunState:
     step: int = 0  # optimizer steps done in the whole run
     step_in_epoch: int = 0  # optimizer steps done in ``epoch``
     best_top1: float = -1.0
-    images_seen: int = 0
 
 
 def resolve_device(name: str) -> torch.device:

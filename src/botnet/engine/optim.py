@@ -1,5 +1,5 @@
-"""SGD with momentum, L2 weight decay off the normalization parameters, and per-step LR schedules
-(linear warmup, then cosine or step decay) on torch's ``LambdaLR``."""
+"""SGD with momentum (or AdamW), weight decay off the normalization parameters, and a per-step LR
+schedule (linear warmup, then cosine) on torch's ``LambdaLR``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from ..counter import NORM_TYPES
 
-__all__ = ["param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "WarmupMultiStep", "build_scheduler"]
+__all__ = ["param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "build_scheduler"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -49,18 +49,6 @@ class WarmupCosine:
             return self.start + (1 - self.start) * step / self.warmup
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-
-
-class WarmupMultiStep:
-    """LR factor: linear warmup from ``start`` to 1, then x ``gamma`` at each milestone step."""
-
-    def __init__(self, milestones: list[int], warmup_steps: int, start_factor: float, gamma: float = 0.1):
-        self.milestones, self.warmup, self.start, self.gamma = sorted(milestones), warmup_steps, start_factor, gamma
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.start + (1 - self.start) * step / self.warmup
-        return self.gamma ** sum(step >= m for m in self.milestones)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_scheduler.LambdaLR:
