@@ -6,6 +6,9 @@ and batched matmuls of the attention (q k^T, the relative logits, attention x v)
 counters miss (the paper's A.9 warns about this). Elementwise ops, softmax, normalization and
 pooling are not counted, as usual for M.Adds. One multiply-add = 2 FLOPs.
 
+Attention is counted with its ``reference`` kernel (explicit q k^T, position logits, attention x v):
+the faster kernels compute the same function with extra bookkeeping that is not the model's work.
+
 The meta device allocates nothing, so BoT200 at 1280 or SENet-350 count in well under a second.
 """
 
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .layers import use_kernel
 from .models import create_model
 
 __all__ = ["Profile", "count_params", "count_madds", "profile_model", "NORM_TYPES"]
@@ -53,7 +57,7 @@ def count_madds(model: nn.Module, img_size: int | tuple[int, int], in_chans: int
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), use_kernel("reference"), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)

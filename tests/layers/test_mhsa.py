@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from botnet.layers import MHSA2d
+from botnet.layers import KERNELS, MHSA2d, use_kernel
 from reference import mhsa_reference
+
+EXACT_KERNELS = [k for k in KERNELS if k != "auto"]
 
 torch.set_default_dtype(torch.float32)
 
@@ -27,12 +29,13 @@ def _pair(m, x):
 SWITCHES = [(p, c) for p in ("relative", "absolute", "none") for c in (True, False) if p != "none" or c]
 
 
+@pytest.mark.parametrize("kernel", EXACT_KERNELS)
 @pytest.mark.parametrize("pos_enc,content", SWITCHES)
 @pytest.mark.parametrize("size", [(4, 4), (3, 5)])
-def test_matches_bruteforce(pos_enc, content, size):
+def test_matches_bruteforce(pos_enc, content, size, kernel):
     torch.manual_seed(0)
     h, w = size
-    m = MHSA2d(16, num_heads=2, feat_size=size, pos_enc=pos_enc, content=content)
+    m = MHSA2d(16, num_heads=2, feat_size=size, pos_enc=pos_enc, content=content, kernel=kernel)
     x = torch.randn(2, 16, h, w)
     (o1, gx1, gp1), (o2, gx2, gp2) = _pair(m, x)
     torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-5)
@@ -42,10 +45,11 @@ def test_matches_bruteforce(pos_enc, content, size):
         torch.testing.assert_close(gp1[name], gp2[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("kernel", EXACT_KERNELS)
 @pytest.mark.parametrize("built,run", [((4, 4), (6, 3)), ((5, 3), (2, 2)), ((3, 3), (1, 1))])
-def test_other_size_matches_bruteforce_with_resized_tables(built, run):
+def test_other_size_matches_bruteforce_with_resized_tables(built, run, kernel):
     torch.manual_seed(1)
-    m = MHSA2d(8, num_heads=2, feat_size=built)
+    m = MHSA2d(8, num_heads=2, feat_size=built, kernel=kernel)
     x = torch.randn(1, 8, *run)
     (o1, gx1, gp1), (o2, gx2, gp2) = _pair(m, x)
     torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-5)
@@ -126,11 +130,13 @@ def test_init_and_scale():
         assert abs(t.std().item() - 128**-0.5) < 0.01 and abs(t.mean().item()) < 0.01
 
 
-def test_bf16_autocast_stays_close():
+@pytest.mark.parametrize("kernel", EXACT_KERNELS)
+def test_bf16_autocast_stays_close(kernel):
     torch.manual_seed(5)
-    m = MHSA2d(32, 4, (6, 6))
+    m = MHSA2d(32, 4, (6, 6), kernel=kernel)
     x = torch.randn(2, 32, 6, 6)
-    ref = m(x)
+    with use_kernel("reference"):
+        ref = m(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = m(x)
     assert out.dtype == torch.bfloat16
@@ -143,3 +149,36 @@ def test_attention_rows_sum_to_one():
     a = m.attention(torch.randn(2, 16, 3, 5))
     assert a.shape == (2, 4, 15, 15)
     torch.testing.assert_close(a.sum(-1), torch.ones(2, 4, 15))
+
+
+def test_kernel_selection():
+    m = MHSA2d(16, 4, 4)
+    assert m.resolved_kernel(torch.device("cpu")) == "reference"
+    assert m.resolved_kernel(torch.device("cuda")) == "sdpa_fold"
+    with use_kernel("sdpa_bias"):
+        assert m.resolved_kernel(torch.device("cpu")) == "sdpa_bias"
+    assert m.resolved_kernel(torch.device("cpu")) == "reference"
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        MHSA2d(16, 4, 4, kernel="flash")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        with use_kernel("flash"):
+            pass
+
+
+def test_counter_counts_the_reference_math_whatever_the_kernel():
+    from botnet.counter import count_madds
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, kernel):
+            super().__init__()
+            self.m = MHSA2d(64, 4, 8, kernel=kernel)
+
+        def forward(self, x):
+            return self.m(x.expand(-1, 64, -1, -1).contiguous())
+
+    counts = set()
+    for kernel in EXACT_KERNELS:
+        with torch.device("meta"):
+            w = Wrap(kernel)
+        counts.add(count_madds(w, 8, in_chans=1))
+    assert len(counts) == 1

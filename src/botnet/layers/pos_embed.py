@@ -75,6 +75,18 @@ class _PosEmb2d(nn.Module):
     def _table_len(self, size: int) -> int:
         raise NotImplementedError
 
+    def axis_logits(self, q: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, q: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """q: (B, heads, H*W, d), already scaled. Returns logits (B, heads, H*W, H*W): the logit of
+        query i and key (k, l) is axis_h[i, k] + axis_w[i, l]."""
+        b, n, _, _ = q.shape
+        h, w = size
+        lh, lw = self.axis_logits(q, size)
+        logits = lh.reshape(b, n, h * w, h, 1) + lw.reshape(b, n, h * w, 1, w)
+        return logits.reshape(b, n, h * w, h * w)
+
     def reset_parameters(self) -> None:
         for name in self.table_names:
             nn.init.normal_(getattr(self, name), std=self.head_dim**-0.5)
@@ -119,16 +131,16 @@ class RelPosEmb2d(_PosEmb2d):
         rw = resize_pos_table(self.rel_width, 2 * w - 1)
         return rh[rel_index(h, rh.device)], rw[rel_index(w, rw.device)]
 
-    def forward(self, q: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """q: (B, heads, H*W, d), already scaled. Returns logits (B, heads, H*W, H*W)."""
+    def axis_logits(self, q: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """q: (B, heads, H*W, d), already scaled. Returns the per-axis logits of every query,
+        (B, heads, H*W, H) over key rows and (B, heads, H*W, W) over key columns."""
         b, n, _, d = q.shape
         h, w = size
         rh, rw = self.tables(size)
         q = q.reshape(b, n, h, w, d)
         logits_h = torch.einsum("bnhwd,hkd->bnhwk", q, rh.to(q.dtype))  # key row k
         logits_w = torch.einsum("bnhwd,wld->bnhwl", q, rw.to(q.dtype))  # key column l
-        logits = logits_h[..., :, None] + logits_w[..., None, :]  # (B, n, H, W, H, W)
-        return logits.reshape(b, n, h * w, h * w)
+        return logits_h.reshape(b, n, h * w, h), logits_w.reshape(b, n, h * w, w)
 
 
 class AbsPosEmb2d(_PosEmb2d):
@@ -149,10 +161,9 @@ class AbsPosEmb2d(_PosEmb2d):
     def _table_len(self, size: int) -> int:
         return size
 
-    def forward(self, q: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """q: (B, heads, H*W, d), already scaled. Returns logits (B, heads, H*W, H*W)."""
+    def axis_logits(self, q: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """q: (B, heads, H*W, d), already scaled -> (B, heads, H*W, H) and (B, heads, H*W, W)."""
         h, w = size
-        eh = resize_pos_table(self.emb_height, h)
-        ew = resize_pos_table(self.emb_width, w)
-        emb = (eh[:, None, :] + ew[None, :, :]).reshape(h * w, -1)  # (N, d), key positions
-        return q @ emb.to(q.dtype).t()
+        eh = resize_pos_table(self.emb_height, h).to(q.dtype)
+        ew = resize_pos_table(self.emb_width, w).to(q.dtype)
+        return q @ eh.t(), q @ ew.t()
