@@ -122,10 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         apply_overrides(cfg, overrides)
         if cfg.data.root is not None and not Path(cfg.data.root).is_dir():
             raise ConfigError(f"data folder {cfg.data.root!r} not found (expected ROOT/train/<class>/* and ROOT/val/<class>/*)")
-        from .models import is_model
-
-        if not is_model(cfg.model.name):
-            model_entrypoint(cfg.model.name)  # raises with suggestions
+        model_entrypoint(cfg.model.name)  # an unknown name raises, with suggestions
     except (ConfigError, ValueError) as e:
         print(f"botnet train: {e}", file=sys.stderr)
         return 2

@@ -101,7 +101,8 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, stat
                     loss = criterion(model(images), targets)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite training loss {loss.item()} at step {state.step} (epoch {state.epoch})")
-                scaler.scale(loss / accum_steps).backward() if scaler is not None else (loss / accum_steps).backward()
+                scaled = loss / accum_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
             loss_acc += float(loss.detach())
             n_acc += 1
             window_imgs += images.shape[0]
@@ -341,30 +342,27 @@ def _train(cfg: TrainConfig, resume, device, dist: DistInfo, log) -> dict:
         if tr["skipped_images"] and dist.is_main:
             log.warning("epoch %d: skipped %d unreadable training images (see the warnings above for the files)",
                         state.epoch, tr["skipped_images"])
-        stopping = max_steps and state.step >= max_steps
-        if (finished_epoch and (state.epoch + 1) % cfg.run.eval_every == 0) or stopping or state.epoch + 1 == cfg.optim.epochs:
-            result = evaluate(net, val_loader, device, amp_dtype, dist, m.channels_last)
-            rec = {"kind": "eval", "step": state.step, "epoch": state.epoch + (1 if finished_epoch else 0), **result}
+        stopping = bool(max_steps and state.step >= max_steps)
+        if finished_epoch:
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+        rec = None
+        if stopping or (finished_epoch and (state.epoch % cfg.run.eval_every == 0 or state.epoch == cfg.optim.epochs)):
+            ev = evaluate(net, val_loader, device, amp_dtype, dist, m.channels_last)
+            rec = {"kind": "eval", "step": state.step, "epoch": state.epoch, **ev}
             if ema is not None:
                 e = evaluate(ema.module, val_loader, device, amp_dtype, dist, m.channels_last)
                 rec.update({f"ema_{k}": v for k, v in e.items() if k in ("loss", "top1", "top5")})
             logger.log(rec)
             if dist.is_main:
-                log.info("epoch %d: val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images)%s", rec["epoch"], result["top1"],
-                         result["top5"], result["loss"], result["count"],
+                log.info("epoch %d: val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images)%s", rec["epoch"], ev["top1"],
+                         ev["top5"], ev["loss"], ev["count"],
                          f"; EMA top-1 {rec['ema_top1']:.2f}%" if ema is not None else "")
-            score = rec.get("ema_top1", result["top1"])
-            if finished_epoch:
-                state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            score = rec.get("ema_top1", ev["top1"])
             if score > state.best_top1:
                 state.best_top1 = score
                 save("best.pt", rec)
-            save("last.pt", rec)
             result = rec
-        else:
-            if finished_epoch:
-                state.epoch, state.step_in_epoch = state.epoch + 1, 0
-            save("last.pt")
+        save("last.pt", rec)
     barrier(dist)
     logger.close()
     if dist.is_main:

@@ -156,16 +156,13 @@ class MHSA2d(nn.Module):
         b, c, h, w = x.shape
         q, k, v = self.split_heads(x)
         kernel = self.resolved_kernel(x.device)
-        if kernel == "reference" or (self.pos is None and kernel == "sdpa_bias"):
-            if kernel == "reference":
-                logits = self.attention_logits(q, k, (h, w))
-                out = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype) @ v
-            else:
-                out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        if kernel == "reference":
+            logits = self.attention_logits(q, k, (h, w))
+            out = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype) @ v
         elif kernel == "sdpa_bias" and k is not None:
-            bias = self.pos(q, (h, w))  # (B, heads, N, N), in q's dtype
+            bias = self.pos(q, (h, w)) if self.pos is not None else None  # (B, heads, N, N), q's dtype
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
-        else:  # sdpa_fold (also sdpa_bias without content logits)
+        else:  # sdpa_fold (also sdpa_bias without content logits, which has no q k^T to add a bias to)
             qs, ks = ([q], [k]) if k is not None else ([], [])
             if self.pos is not None:
                 row, col = self.pos.axis_logits(q, (h, w))
