@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--device", default="auto")
     pe.add_argument("--json", action="store_true")
     pe.set_defaults(func=cmd_eval)
+
+    import importlib
+
+    from .commands import COMMAND_MODULES
+
+    for mod in COMMAND_MODULES:
+        importlib.import_module(f"botnet.commands.{mod}").register(sub)
     return p
 
 
