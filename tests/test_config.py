@@ -1,11 +1,13 @@
 """Recipes and overrides: typed, unknown keys rejected with the valid ones named."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from botnet.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from botnet.config import (ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config,
+                           validate_config)
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
 
@@ -47,3 +49,53 @@ def test_bad_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("optim: [1, 2")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_reliability_fields_default_and_round_trip(tmp_path):
+    cfg = load_config(None)
+    assert (cfg.run.keep_checkpoints, cfg.run.max_nonfinite_skips, cfg.run.dist_timeout_s) == (3, 0, 600.0)
+    apply_overrides(cfg, ["run.keep_checkpoints=5", "run.max_nonfinite_skips=2", "run.dist_timeout_s=30"])
+    assert isinstance(cfg.run.dist_timeout_s, float)
+    save_config(cfg, tmp_path / "c.yaml")
+    assert config_from_dict(yaml.safe_load((tmp_path / "c.yaml").read_text())) == cfg
+    # a config saved before these fields existed (an old checkpoint's) still loads, with the defaults
+    old = config_to_dict(load_config(None))
+    for key in ("keep_checkpoints", "max_nonfinite_skips", "dist_timeout_s"):
+        del old["run"][key]
+    assert config_from_dict(old).run.keep_checkpoints == 3
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_is_in_range(path):
+    assert validate_config(load_config(path)) is not None
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optim.lr=0", "optim.lr: expected a number > 0, got 0.0"),
+        ("optim.epochs=0", "optim.epochs: expected an int >= 1, got 0"),
+        ("optim.betas=[0.9]", "optim.betas: expected two numbers in [0, 1), got [0.9]"),
+        ("optim.momentum=1", "optim.momentum: expected a number in [0, 1), got 1.0"),
+        ("optim.clip_grad_norm=0", "optim.clip_grad_norm: expected null or a number > 0"),
+        ("data.crop_pct=1.5", "data.crop_pct: expected a fraction in (0, 1], got 1.5"),
+        ("data.randaug_magnitude=31", "data.randaug_magnitude: expected null or an int in [0, 30], got 31"),
+        ("data.eval_size=0", "data.eval_size: expected null or an int >= 8, got 0"),
+        ("model.drop_path_rate=1", "model.drop_path_rate: expected a probability in [0, 1)"),
+        ("run.amp=fp8", "run.amp: expected one of bf16, fp16, none, got 'fp8'"),
+        ("run.ema_decay=1", "run.ema_decay: expected a number in (0, 1), got 1.0"),
+        ("run.eval_every=0", "run.eval_every: expected an int >= 1, got 0"),
+        ("run.ckpt_every_steps=-1", "run.ckpt_every_steps: expected an int >= 0"),
+        ("run.max_steps=0", "run.max_steps: expected null or an int >= 1, got 0"),
+        ("run.device=tpu9", "run.device: expected auto, cpu, cuda or cuda:N, got 'tpu9'"),
+    ],
+)
+def test_out_of_range_values(override, message):
+    cfg = apply_overrides(load_config(None), [override])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+def test_valid_devices():
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        validate_config(apply_overrides(load_config(None), [f"run.device={device}"]))

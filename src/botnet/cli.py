@@ -110,7 +110,10 @@ def _profile_paper(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError, apply_overrides, load_config
+    """Exit codes: 0 done (or preempted by SIGTERM/SIGUSR1 after saving a checkpoint); 2 bad
+    config, data or checkpoint, found before training starts; 1 the run failed (non-finite loss,
+    another rank died). Errors are one line on stderr, without a traceback."""
+    from .config import ConfigError, apply_overrides, load_config, validate_config
 
     try:
         cfg = load_config(args.config)
@@ -120,19 +123,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.output is not None:
             overrides.append(f"run.output={args.output}")
         apply_overrides(cfg, overrides)
+        validate_config(cfg)
         if cfg.data.root is not None and not Path(cfg.data.root).is_dir():
             raise ConfigError(f"data folder {cfg.data.root!r} not found (expected ROOT/train/<class>/* and ROOT/val/<class>/*)")
         model_entrypoint(cfg.model.name)  # an unknown name raises, with suggestions
+        if args.resume is not None and args.resume != "auto" and not Path(args.resume).is_file():
+            raise ConfigError(f"--resume {args.resume}: no such checkpoint file (give a checkpoint path or 'auto')")
     except (ConfigError, ValueError) as e:
         print(f"botnet train: {e}", file=sys.stderr)
         return 2
     from .engine.classify import train
+    from .engine.distributed import DistributedError
+    from .engine.faults import NonFiniteError
 
     try:
         result = train(cfg, resume=args.resume)
     except (ValueError, FileNotFoundError) as e:  # bad setup: one line, no traceback
         print(f"botnet train: {e}", file=sys.stderr)
         return 2
+    except (NonFiniteError, DistributedError) as e:  # the run failed; the message says where and what is kept
+        print(f"botnet train: {e}", file=sys.stderr)
+        return 1
     if result:
         print(json.dumps({k: v for k, v in result.items() if k != "kind"}))
     return 0
@@ -155,6 +166,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run_arguments(p: argparse.ArgumentParser, config_example: str, data_help: str) -> None:
+    """The options of a training command: --config, --data, --output, --set, --resume, KEY=VALUE..."""
+    p.add_argument("--config", required=True, help=f"YAML recipe, e.g. {config_example}")
+    p.add_argument("--data", default=None, help=data_help)
+    p.add_argument("--output", default=None, help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value, e.g. --set optim.lr=0.2")
+    p.add_argument("--resume", default=None, metavar="CKPT|auto",
+                   help="continue from a checkpoint (auto: the newest valid one in OUTPUT, if any)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as --set")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="botnet", description="BoTNet models: build, count, compare with the paper.")
     p.add_argument("--version", action="version", version=f"botnet {__version__}")
@@ -174,12 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=cmd_profile)
 
     pt = sub.add_parser("train", help="train a classifier with a recipe (works under torchrun)")
-    pt.add_argument("--config", required=True, help="YAML recipe, e.g. configs/demo.yaml")
-    pt.add_argument("--data", default=None, help="dataset root with train/ and val/ class folders (default: the recipe's)")
-    pt.add_argument("--output", default=None, help="run folder (default: runs/<recipe name>)")
-    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value, e.g. --set optim.lr=0.2")
-    pt.add_argument("--resume", default=None, metavar="CKPT|auto", help="continue from a checkpoint (auto: OUTPUT/last.pt)")
-    pt.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides, as --set")
+    add_run_arguments(pt, "configs/demo.yaml", "dataset root with train/ and val/ class folders (default: the recipe's)")
     pt.set_defaults(func=cmd_train)
 
     pe = sub.add_parser("eval", help="evaluate a classification checkpoint (top-1/top-5/loss)")

@@ -16,7 +16,7 @@ import yaml
 
 __all__ = [
     "ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "RunConfig", "TrainConfig",
-    "load_config", "apply_overrides", "config_to_dict", "config_from_dict", "save_config",
+    "load_config", "apply_overrides", "config_to_dict", "config_from_dict", "save_config", "validate_config",
 ]
 
 
@@ -76,6 +76,9 @@ class RunConfig:
     log_every: int = 20  # steps between step records / log lines
     eval_every: int = 1  # epochs
     ckpt_every_steps: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    keep_checkpoints: int = 3  # step checkpoints kept in the run folder (newest first; >= 1)
+    max_nonfinite_skips: int = 0  # optimizer steps with a NaN/Inf loss or gradient skipped before the run stops
+    dist_timeout_s: float = 600.0  # a collective waiting longer than this for another rank fails (DDP)
     max_steps: Union[int, None] = None  # stop after this many optimizer steps (smoke runs)
     deterministic: bool = False
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -147,38 +150,60 @@ def _fill(obj, data: dict, prefix: str) -> None:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
-def config_from_dict(data: dict) -> TrainConfig:
-    cfg = TrainConfig()
+def config_from_dict(data: dict, cls: type = TrainConfig):
+    """``cls`` (a config dataclass: ``TrainConfig``, or ``DetTrainConfig`` for detection) filled from ``data``."""
+    cfg = cls()
     _fill(cfg, data or {}, "")
     return cfg
 
 
-def load_config(path: Union[str, Path, None]) -> TrainConfig:
-    """Read a YAML recipe (None: all defaults). ``name`` defaults to the file's stem."""
-    if path is None:
-        return TrainConfig()
-    path = Path(path)
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """A recipe's mapping; ``base: other.yaml`` (relative to the file) is read first and deep-merged under it."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (expected a YAML recipe, e.g. configs/demo.yaml)")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself ({' -> '.join(str(p) for p in seen)})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    data.setdefault("name", path.stem)
-    return config_from_dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, optim, run), got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: Union[str, Path, None], cls: type = TrainConfig):
+    """Read a YAML recipe into ``cls`` (None: all defaults). ``name`` defaults to the file's stem; a
+    ``base: FILE`` key names a recipe (relative path) whose values this one overrides."""
+    if path is None:
+        return cls()
+    path = Path(path)
+    data = _read_yaml(path)
+    data["name"] = data.get("name") or path.stem
+    return config_from_dict(data, cls)
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``section.key=value`` strings; values are parsed as YAML (``0.1``, ``true``, ``[1, 2]``,
-    ``null``). ``model.kwargs.NAME=VALUE`` sets one entry of the model's extra options."""
+    ``null``). ``model.kwargs.NAME=VALUE`` (or any other dict field of ``model``, e.g. ``model.backbone_kwargs``) sets one entry."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=0.2")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw.strip() else ""
         parts = key.strip().split(".")
-        if parts[:2] == ["model", "kwargs"] and len(parts) == 3:
-            cfg.model.kwargs = {**cfg.model.kwargs, parts[2]: value}
+        if len(parts) == 3 and parts[0] == "model" and isinstance(getattr(cfg.model, parts[1], None), dict):
+            setattr(cfg.model, parts[1], {**getattr(cfg.model, parts[1]), parts[2]: value})  # model.kwargs.NAME=...
             continue
         nested: dict = {}
         node = nested
@@ -186,6 +211,81 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
         _fill(cfg, nested, "")
+    return cfg
+
+
+_AMP = ("bf16", "fp16", "none")
+_OPTIMIZERS = ("sgd", "adamw")
+
+
+def _check_range(cfg: TrainConfig) -> list[tuple[str, object, str, bool]]:
+    """(key, value, what is expected, ok) for every bounded field."""
+    m, d, o, r = cfg.model, cfg.data, cfg.optim, cfg.run
+
+    def between(v, lo, hi, lo_open=False, hi_open=False) -> bool:
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+    return [
+        ("model.name", m.name, "a model name (see `botnet list`)", bool(m.name)),
+        ("model.drop_rate", m.drop_rate, "a probability in [0, 1)", between(m.drop_rate, 0, 1, hi_open=True)),
+        ("model.drop_path_rate", m.drop_path_rate, "a probability in [0, 1)", between(m.drop_path_rate, 0, 1, hi_open=True)),
+        ("data.img_size", d.img_size, "an int >= 8 (pixels)", d.img_size >= 8),
+        ("data.eval_size", d.eval_size, "null or an int >= 8", d.eval_size is None or d.eval_size >= 8),
+        ("data.crop_pct", d.crop_pct, "a fraction in (0, 1]", between(d.crop_pct, 0, 1, lo_open=True)),
+        ("data.scale_min", d.scale_min, "a fraction in (0, 1]", between(d.scale_min, 0, 1, lo_open=True)),
+        ("data.hflip", d.hflip, "a probability in [0, 1]", between(d.hflip, 0, 1)),
+        ("data.randaug_magnitude", d.randaug_magnitude, "null or an int in [0, 30]",
+         d.randaug_magnitude is None or between(d.randaug_magnitude, 0, 30)),
+        ("data.randaug_layers", d.randaug_layers, "an int >= 1", d.randaug_layers >= 1),
+        ("data.workers", d.workers, "an int >= 0", d.workers >= 0),
+        ("optim.name", o.name, f"one of {', '.join(_OPTIMIZERS)}", o.name in _OPTIMIZERS),
+        ("optim.epochs", o.epochs, "an int >= 1", o.epochs >= 1),
+        ("optim.batch_size", o.batch_size, "an int >= 1", o.batch_size >= 1),
+        ("optim.micro_batch", o.micro_batch, "null or an int >= 1", o.micro_batch is None or o.micro_batch >= 1),
+        ("optim.lr", o.lr, "a number > 0", o.lr > 0),
+        ("optim.momentum", o.momentum, "a number in [0, 1)", between(o.momentum, 0, 1, hi_open=True)),
+        ("optim.betas", o.betas, "two numbers in [0, 1)",
+         len(o.betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and between(b, 0, 1, hi_open=True)
+                                   for b in o.betas)),
+        ("optim.weight_decay", o.weight_decay, "a number >= 0", o.weight_decay >= 0),
+        ("optim.warmup_epochs", o.warmup_epochs, "a number >= 0", o.warmup_epochs >= 0),
+        ("optim.warmup_start_factor", o.warmup_start_factor, "a number in [0, 1]", between(o.warmup_start_factor, 0, 1)),
+        ("optim.label_smoothing", o.label_smoothing, "a number in [0, 1)", between(o.label_smoothing, 0, 1, hi_open=True)),
+        ("optim.clip_grad_norm", o.clip_grad_norm, "null or a number > 0", o.clip_grad_norm is None or o.clip_grad_norm > 0),
+        ("run.amp", r.amp, f"one of {', '.join(_AMP)}", r.amp in _AMP),
+        ("run.ema_decay", r.ema_decay, "a number in (0, 1)", between(r.ema_decay, 0, 1, True, True)),
+        ("run.log_every", r.log_every, "an int >= 1", r.log_every >= 1),
+        ("run.eval_every", r.eval_every, "an int >= 1", r.eval_every >= 1),
+        ("run.ckpt_every_steps", r.ckpt_every_steps, "an int >= 0 (0: at epoch ends only)", r.ckpt_every_steps >= 0),
+        ("run.keep_checkpoints", r.keep_checkpoints, "an int >= 1", r.keep_checkpoints >= 1),
+        ("run.max_nonfinite_skips", r.max_nonfinite_skips, "an int >= 0", r.max_nonfinite_skips >= 0),
+        ("run.dist_timeout_s", r.dist_timeout_s, "a number of seconds > 0", r.dist_timeout_s > 0),
+        ("run.max_steps", r.max_steps, "null or an int >= 1", r.max_steps is None or r.max_steps >= 1),
+        ("run.device", r.device, "auto, cpu, cuda or cuda:N", _device_ok(r.device)),
+    ]
+
+
+def _device_ok(name: str) -> bool:
+    if name == "auto":
+        return True
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Check every value is in its range (types are checked when the config is filled).
+
+    Raises ``ConfigError`` naming the first bad key, its value and what was expected; returns
+    ``cfg``. Whether the model accepts ``data.img_size`` is checked by the engine (it depends on
+    the model)."""
+    for key, value, expected, ok in _check_range(cfg):
+        if not ok:
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
     return cfg
 
 

@@ -9,6 +9,8 @@ Generation is atomic. The tree is written into a temporary directory next to the
 ``COMPLETE`` marker is written last, and the directory is renamed into place; only a root whose
 marker matches is trusted, anything else (an interrupted or older generation) is replaced. A file
 lock serializes concurrent generations of the same tree on POSIX systems.
+``build_cached_tree`` implements this; the COCO-format built-in dataset (``builtin_coco.py``) uses it
+too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["BUILTIN_CLASSES", "GENERATOR_VERSION", "builtin_dataset_root", "default_cache_dir"]
+__all__ = ["BUILTIN_CLASSES", "GENERATOR_VERSION", "build_cached_tree", "builtin_dataset_root", "default_cache_dir"]
 
 log = logging.getLogger("botnet.data")
 
@@ -122,6 +124,46 @@ def _remove(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def build_cached_tree(cache_dir: str | os.PathLike | None, name: str, marker: str,
+                      write: Callable[[Path], int], what: str) -> Path:
+    """Return ``<cache_dir>/<name>``, first filling it with ``write(tmp_dir)`` unless it is complete.
+
+    The shared cache logic of the built-in datasets: a root is trusted only if its ``COMPLETE``
+    file holds exactly ``marker``; otherwise ``write`` fills a fresh temporary directory next to
+    it (``write`` returns the number of images it wrote, for the log), the marker is written last
+    and the directory is renamed into place, replacing an incomplete or outdated root. A file lock
+    ``<cache_dir>/.<name>.lock`` serializes concurrent generations; temporary directories left by
+    interrupted runs are removed. If ``write`` raises, nothing is left behind. ``cache_dir``
+    defaults to ``default_cache_dir()``; ``what`` names the dataset in log messages.
+    """
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = cache / name
+    if _is_complete(root, marker):
+        return root
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with _lock(cache / f".{name}.lock"):
+        if _is_complete(root, marker):  # another process finished it while we waited
+            return root
+        for stale in cache.glob(f".{name}.tmp-*"):  # left by interrupted runs; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        log.info("generating the %s in %s", what, root)
+        start = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache))
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private (0o700)
+            count = write(tmp)
+            (tmp / MARKER).write_text(marker)  # last: only a finished tree has it
+            if root.exists():
+                _remove(root)  # incomplete or from another generator version
+            os.rename(tmp, root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        log.info("generated %d images in %.1f s", count, time.perf_counter() - start)
+    return root
+
+
 def builtin_dataset_root(cache_dir: str | os.PathLike | None = None,
                          per_class_train: int = PER_CLASS_TRAIN,
                          per_class_val: int = PER_CLASS_VAL) -> Path:
@@ -133,32 +175,10 @@ def builtin_dataset_root(cache_dir: str | os.PathLike | None = None,
     """
     if per_class_train < 1 or per_class_val < 1:
         raise ValueError(f"per_class_train and per_class_val must be >= 1, got {per_class_train}, {per_class_val}")
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    name = _root_name(per_class_train, per_class_val)
-    root = cache / name
-    marker = _marker_text(per_class_train, per_class_val)
-    if _is_complete(root, marker):
-        return root
 
-    cache.mkdir(parents=True, exist_ok=True)
-    with _lock(cache / f".{name}.lock"):
-        if _is_complete(root, marker):  # another process finished it while we waited
-            return root
-        for stale in cache.glob(f".{name}.tmp-*"):  # left by interrupted runs; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        log.info("generating the built-in shapes dataset in %s", root)
-        start = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache))
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private (0o700)
-            _write_tree(tmp, per_class_train, per_class_val)
-            (tmp / MARKER).write_text(marker)  # last: only a finished tree has it
-            if root.exists():
-                _remove(root)  # incomplete or from another generator version
-            os.rename(tmp, root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        log.info("generated %d images in %.1f s", len(BUILTIN_CLASSES) * (per_class_train + per_class_val),
-                 time.perf_counter() - start)
-    return root
+    def write(out: Path) -> int:
+        _write_tree(out, per_class_train, per_class_val)  # looked up at call time (tests patch it)
+        return len(BUILTIN_CLASSES) * (per_class_train + per_class_val)
+
+    return build_cached_tree(cache_dir, _root_name(per_class_train, per_class_val),
+                             _marker_text(per_class_train, per_class_val), write, "built-in shapes dataset")

@@ -37,7 +37,8 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.Decompression
 
 
 def _to_uint8(array: np.ndarray, full_scale: float) -> np.ndarray:
-    return np.clip(np.asarray(array, dtype=np.float64) * (255.0 / full_scale) + 0.5, 0, 255).astype(np.uint8)
+    scaled = np.asarray(array, dtype=np.float64) * (255.0 / full_scale) + 0.5
+    return np.clip(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).astype(np.uint8)
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -45,7 +46,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
     16-bit and 32-bit integer images ('I;16*', 'I') are rescaled from 0..65535 to 0..255 rather
     than clipped; float images ('F') are taken as 0..1 if their maximum is <= 1, else clipped to
-    0..255. Palette images with transparency and alpha images drop their alpha channel.
+    0..255 (NaN pixels become 0, infinities 0 or 255). Palette images with transparency and alpha
+    images drop their alpha channel.
     """
     with Image.open(path) as img:
         img.load()

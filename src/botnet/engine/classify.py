@@ -2,7 +2,11 @@
 
 ``train(cfg)`` runs a whole job: data, model, SGD + warmup/cosine, bf16 autocast, optional EMA,
 ``torch.compile`` and channels_last, DDP under torchrun with gradient accumulation to reach the
-global batch, atomic checkpoints with exact resume, JSONL/TensorBoard metrics and a curves PNG.
+global batch, atomic checksummed checkpoints (rotated by step) with exact resume, JSONL/TensorBoard
+metrics and a curves PNG. Faults (docs/reliability.md): SIGTERM/SIGUSR1 save a checkpoint at the next
+step boundary and end the run cleanly; non-finite losses or gradients skip the step (up to
+``run.max_nonfinite_skips``) or stop the run with ``NonFiniteError``; a dead or hung rank makes the
+others fail with ``DistributedError`` after ``run.dist_timeout_s``.
 The pieces (``train_one_epoch``, ``evaluate``) take objects, not configs.
 """
 
@@ -19,17 +23,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..config import TrainConfig, config_from_dict, config_to_dict, save_config
+from ..config import TrainConfig, config_from_dict, config_to_dict, save_config, validate_config
 from ..data import build_dataset, build_transforms, collate_skip_none
 from ..models import create_model
 from ..models.weights import load_matching
-from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from .checkpoint import CheckpointManager, load_checkpoint, rng_state, save_atomic
+from .distributed import DistInfo, all_reduce_sum, barrier
+from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, ignore_preemption_signals
+from .loop import (empty_micro_batch_error, find_resume, launch, open_run_folder, optimizer_step, restore,
+                   stop_for_preemption, wrap)
 from .metrics import MetricsLogger, get_logger, plot_curves
 from .optim import WarmupCosine, build_optimizer, build_scheduler
 from .sampler import GlobalBatchSampler, SeededDataset, shard_indices
 
-__all__ = ["train", "train_one_epoch", "evaluate", "evaluate_checkpoint", "resolve_device", "RunState"]
+__all__ = ["train", "train_one_epoch", "evaluate", "evaluate_checkpoint", "resolve_device", "RunState", "check_model_config"]
 
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -70,15 +77,23 @@ def accuracy_counts(logits: torch.Tensor, target: torch.Tensor, topk=(1, 5)) -> 
 
 def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, state: RunState, *, accum_steps: int,
                     amp_dtype=None, scaler=None, ema=None, clip_grad_norm=None, channels_last=False, seed=0,
-                    dist: DistInfo = DistInfo(), log_every=20, max_steps=None, on_step=None, on_log=None) -> dict:
+                    dist: DistInfo = DistInfo(), log_every=20, max_steps=None, on_step=None, on_log=None,
+                    guard: NonFiniteGuard | None = None, should_stop=None) -> dict:
     """One pass over ``loader`` (this rank's micro-batches, ``accum_steps`` per optimizer step).
 
-    ``on_step(state)`` runs after every optimizer step (checkpointing); ``on_log(record)`` gets a
-    step record every ``log_every`` steps. Returns the epoch's mean loss and images/s."""
+    ``guard`` checks each step's loss and gradients before the optimizer step: a non-finite step is
+    skipped (parameters unchanged, the step still counts) or raises ``NonFiniteError`` (default: a
+    guard that allows no skips). ``on_step(state)`` runs after every optimizer step (checkpointing);
+    ``should_stop(state)`` after it, and True ends the pass early (preemption; a collective under
+    DDP). ``on_log(record)`` gets a step record every ``log_every`` steps and a "nonfinite" record
+    for each skipped step. Returns the epoch's mean loss (skipped steps left out), the number of
+    unreadable images skipped, and ``stopped``."""
+    guard = guard if guard is not None else NonFiniteGuard(0, check_grads=scaler is None)
     model.train()
     micro_i, loss_acc, n_acc, skipped = 0, 0.0, 0, 0
     epoch_loss, epoch_n = torch.zeros(2, dtype=torch.float64), 0
     t0, window_imgs = time.perf_counter(), 0
+    stopped = False
     show_bar = dist.is_main and sys.stderr.isatty()
     bar = None
     if show_bar:
@@ -90,6 +105,7 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, stat
         skipped += n_skip
         if micro_i == 0:
             torch.manual_seed(_step_seed(seed, state.step, dist.rank))  # dropout / drop-path of this step
+            guard.begin_step(model)
         last_micro = micro_i == accum_steps - 1
         if images.numel():
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -99,37 +115,30 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, stat
             with sync:
                 with _autocast(device, amp_dtype):
                     loss = criterion(model(images), targets)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss {loss.item()} at step {state.step} (epoch {state.epoch})")
                 scaled = loss / accum_steps
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
             loss_acc += float(loss.detach())
             n_acc += 1
             window_imgs += images.shape[0]
+        elif last_micro and dist.enabled:
+            raise empty_micro_batch_error(dist, state.step + 1, n_skip)
         micro_i += 1
         if not last_micro:
             continue
-        # optimizer step
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if clip_grad_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update_parameters(model.module if hasattr(model, "module") else model)
+        terms = {"loss": loss_acc / n_acc} if n_acc else {}
+        finite = optimizer_step(model, optimizer, scheduler, guard, terms, state.step + 1, epoch=state.epoch, dist=dist,
+                                device=device, scaler=scaler, clip_grad_norm=clip_grad_norm, ema=ema)
         state.step += 1
         state.step_in_epoch += 1
-        step_loss = torch.tensor([loss_acc, n_acc], dtype=torch.float64)
-        epoch_loss += step_loss
-        epoch_n += 1
+        step_loss = torch.tensor([loss_acc, n_acc] if finite else [0.0, 0.0], dtype=torch.float64)
+        if finite:
+            epoch_loss += step_loss
+            epoch_n += 1
+        elif on_log is not None:
+            on_log({"kind": "nonfinite", "step": state.step, "epoch": state.epoch, "skips": guard.skipped,
+                    "terms": {k: repr(float(v)) for k, v in terms.items()}})
         micro_i, loss_acc, n_acc = 0, 0.0, 0
-        if state.step % log_every == 0 or (max_steps and state.step >= max_steps):
+        if finite and (state.step % log_every == 0 or (max_steps and state.step >= max_steps)):
             all_reduce_sum(step_loss, dist)
             imgs = torch.tensor([window_imgs], dtype=torch.float64)
             all_reduce_sum(imgs, dist)
@@ -142,15 +151,19 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, stat
                 on_log(rec)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss[0] / max(step_loss[1], 1):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+            if finite:
+                bar.set_postfix(loss=f"{step_loss[0] / max(step_loss[1], 1):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.3g}")
         if on_step is not None:
             on_step(state)
+        if should_stop is not None and should_stop(state):
+            stopped = True
+            break
         if max_steps and state.step >= max_steps:
             break
     if bar is not None:
         bar.close()
     all_reduce_sum(epoch_loss, dist)
-    return {"loss": float(epoch_loss[0] / max(epoch_loss[1], 1)), "skipped_images": skipped}
+    return {"loss": float(epoch_loss[0] / max(epoch_loss[1], 1)), "skipped_images": skipped, "stopped": stopped}
 
 
 @torch.no_grad()
@@ -195,49 +208,81 @@ def _val_loader(val_ds, dist: DistInfo, batch: int, workers: int, pin: bool) -> 
     return DataLoader(shard, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate_skip_none, pin_memory=pin)
 
 
-def _checkpoint(raw_model, optimizer, scheduler, scaler, ema, state: RunState, cfg: TrainConfig, classes, metrics=None) -> dict:
+def _checkpoint(raw_model, optimizer, scheduler, scaler, ema, state: RunState, cfg: TrainConfig, classes, metrics=None,
+                guard: NonFiniteGuard | None = None) -> dict:
     return {
         "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None, "ema": ema.state_dict() if ema is not None else None,
         "epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch, "best_top1": state.best_top1,
         "rng": rng_state(), "config": config_to_dict(cfg), "classes": list(classes), "model_name": cfg.model.name,
         "img_size": cfg.data.img_size, "metrics": metrics or {}, "kind": "classification",
+        "nonfinite": guard.state_dict() if guard is not None else {"skipped": 0},
     }
 
 
-def train(cfg: TrainConfig, resume: str | None = None) -> dict:
-    """Run the job ``cfg`` describes; returns the final evaluation. ``resume``: a checkpoint path or "auto"."""
-    log = get_logger()
-    device = resolve_device(cfg.run.device)
-    dist = init_distributed(device.type)
-    if device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "step_in_epoch", "best_top1", "rng")
+
+
+def _check_resume(ckpt, path, cfg: TrainConfig) -> None:
+    """A checkpoint ``--resume`` can continue: one of ``botnet train``'s, of the configured model."""
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "classification":
+        kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a classification checkpoint of botnet train (found {kind!r}); "
+                         "--resume needs OUTPUT/last.pt or OUTPUT/ckpt_<step>.pt of a classification run")
+    missing = [k for k in _RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} cannot be resumed: it lacks {', '.join(missing)}")
+    if ckpt.get("model_name") != cfg.model.name:
+        raise ValueError(f"checkpoint {path} holds a {ckpt.get('model_name')!r} model; the config asks for {cfg.model.name!r}")
+
+
+def check_model_config(cfg: TrainConfig) -> None:
+    """Check that ``cfg.model`` builds and accepts ``data.img_size`` / ``data.eval_size``, without
+    memory or data: the model is built on the meta device. Raises ``ValueError`` naming the key."""
+    m, d = cfg.model, cfg.data
     try:
-        return _train(cfg, resume, device, dist, log)
-    finally:
-        cleanup(dist)
+        with torch.device("meta"):
+            model = create_model(m.name, num_classes=2, img_size=d.img_size, drop_rate=m.drop_rate,
+                                 drop_path_rate=m.drop_path_rate, **m.kwargs)
+    except TypeError as e:  # an unknown model.kwargs entry
+        raise ValueError(f"model.kwargs {m.kwargs}: {m.name} does not take these options ({e})") from None
+    except ValueError as e:
+        raise ValueError(f"data.img_size={d.img_size} with model.name={m.name}: {e}") from None
+    check = getattr(model, "check_input_size", None)
+    if check is not None and d.eval_size is not None:
+        try:
+            check((d.eval_size, d.eval_size))
+        except ValueError as e:
+            raise ValueError(f"data.eval_size={d.eval_size} with model.name={m.name}: {e}") from None
 
 
-def _train(cfg: TrainConfig, resume, device, dist: DistInfo, log) -> dict:
+def train(cfg: TrainConfig, resume: str | None = None) -> dict:
+    """Run the job ``cfg`` describes. ``resume``: a checkpoint path, or "auto" for the newest valid
+    checkpoint in the output folder (none: a new run).
+
+    Returns the final evaluation record, or ``{"kind": "preempted", "preempted": True, "step", "epoch",
+    "signal", "checkpoint"}`` when SIGTERM/SIGUSR1 stopped the run (after saving). Raises, before any
+    training: ``ConfigError``/``ValueError``/``FileNotFoundError`` for a bad config, data folder or
+    checkpoint (``CheckpointError`` for a damaged one). During training: ``NonFiniteError`` when
+    the loss or gradients stay non-finite (nothing is saved after the last good checkpoint), and
+    ``DistributedError`` when another rank died or hung for ``run.dist_timeout_s``."""
+    validate_config(cfg)
+    log = get_logger()
+    return launch(cfg.run, lambda device, dist, preempt: _train(cfg, resume, device, dist, log, preempt))
+
+
+def _train(cfg: TrainConfig, resume, device, dist: DistInfo, log, preempt: PreemptionHandler) -> dict:
     out = Path(cfg.run.output or f"runs/{cfg.name}")
-    amp_dtype = _AMP.get(cfg.run.amp, "bad")
-    if amp_dtype == "bad":
-        raise ValueError(f"run.amp must be one of {sorted(_AMP)}, got {cfg.run.amp!r}")
+    amp_dtype = _AMP[cfg.run.amp]
     micro, accum = _micro_batch(cfg, dist.world_size)
     if cfg.model.sync_bn and dist.enabled and device.type == "cpu":
         raise ValueError("model.sync_bn needs GPUs: torch's SyncBatchNorm does not run on CPU tensors; drop it for CPU runs")
-    ckpt = None
-    if resume == "auto" and not (out / "last.pt").exists():
-        log.info("--resume auto: no checkpoint in %s, starting a new run", out)
-        resume = None
-    if resume:
-        path = out / "last.pt" if resume == "auto" else Path(resume)
-        ckpt = load_checkpoint(path)
-        if ckpt.get("model_name") != cfg.model.name:
-            raise ValueError(f"checkpoint {path} holds a {ckpt.get('model_name')!r} model; the config asks for {cfg.model.name!r}")
+    check_model_config(cfg)
+    manager = CheckpointManager(out, keep=cfg.run.keep_checkpoints)
+    path, ckpt = find_resume(resume, manager, dist, log)
+    if ckpt is not None:
+        _check_resume(ckpt, path, cfg)
         log.info("resuming from %s (epoch %d, step %d)", path, ckpt["epoch"], ckpt["step"])
-    elif (out / "last.pt").exists():
-        raise ValueError(f"{out} already holds a run (last.pt); pass --resume auto to continue it or choose another --output")
     torch.backends.cudnn.benchmark = not cfg.run.deterministic
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -252,10 +297,13 @@ def _train(cfg: TrainConfig, resume, device, dist: DistInfo, log) -> dict:
     if val_ds.classes != train_ds.classes:
         raise ValueError(f"train and val class folders differ: {train_ds.classes} vs {val_ds.classes}")
     classes = train_ds.classes
+    if ckpt is not None and list(ckpt.get("classes") or classes) != list(classes):
+        raise ValueError(f"checkpoint {path} was trained on {len(ckpt['classes'])} classes {ckpt['classes'][:5]}...; "
+                         f"the data has {len(classes)}: {classes[:5]}...")
     sampler = GlobalBatchSampler(len(train_ds), cfg.optim.batch_size, dist.world_size, dist.rank, accum, cfg.run.seed)
     pin = device.type == "cuda"
     train_loader = DataLoader(SeededDataset(train_ds), batch_sampler=sampler, num_workers=d.workers,
-                              collate_fn=collate_skip_none, pin_memory=pin)
+                              collate_fn=collate_skip_none, pin_memory=pin, worker_init_fn=ignore_preemption_signals)
     val_loader = _val_loader(val_ds, dist, micro, d.workers, pin)
 
     # model
@@ -285,37 +333,34 @@ def _train(cfg: TrainConfig, resume, device, dist: DistInfo, log) -> dict:
     scheduler = build_scheduler(optimizer, WarmupCosine(total, round(cfg.optim.warmup_epochs * steps_per_epoch),
                                                         cfg.optim.warmup_start_factor))
     scaler = torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None
+    guard = NonFiniteGuard(cfg.run.max_nonfinite_skips, check_grads=scaler is None)
     state = RunState()
     if ckpt is not None:
-        raw_model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema"):
-            ema.load_state_dict(ckpt["ema"])
-        set_rng_state(ckpt["rng"])
+        restore(ckpt, raw_model, optimizer, scheduler, scaler, guard, ema)
         state = RunState(epoch=ckpt["epoch"], step=ckpt["step"], step_in_epoch=ckpt["step_in_epoch"], best_top1=ckpt["best_top1"])
-    net = raw_model
-    if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    if m.compile:
-        net = torch.compile(net)
+    net = wrap(raw_model, dist, device, m.compile)
 
     logger = MetricsLogger(out, enabled=dist.is_main)
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        open_run_folder(out, manager, logger, state.step if ckpt is not None else None, log)
         save_config(cfg, out / "config.yaml")
-        if ckpt is not None:
-            logger.truncate_after(state.step)
         log.info("%s: %d train / %d val images, %d classes; %d steps/epoch of %d images (%d per device x %d devices x %d accumulation), lr %.4g",
                  m.name, len(train_ds), len(val_ds), len(classes), steps_per_epoch, cfg.optim.batch_size, micro,
                  dist.world_size, accum, lr)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
+    saved = {"step": ckpt["step"] if ckpt is not None else None, "path": path}
 
-    def save(name="last.pt", metrics=None):
+    def save(metrics=None):
+        """The step checkpoint (rotated) and last.pt."""
         if dist.is_main:
-            save_atomic(_checkpoint(raw_model, optimizer, scheduler, scaler, ema, state, cfg, classes, metrics), out / name)
+            manager.save(_checkpoint(raw_model, optimizer, scheduler, scaler, ema, state, cfg, classes, metrics, guard),
+                         state.step)
+        saved.update(step=state.step, path=manager.path_for(state.step))
+
+    def save_best(metrics):
+        if dist.is_main:
+            save_atomic(_checkpoint(raw_model, optimizer, scheduler, scaler, ema, state, cfg, classes, metrics, guard),
+                        out / "best.pt")
 
     def on_step(st: RunState):
         if cfg.run.ckpt_every_steps and st.step % cfg.run.ckpt_every_steps == 0 and st.step_in_epoch < steps_per_epoch:
@@ -323,48 +368,65 @@ def _train(cfg: TrainConfig, resume, device, dist: DistInfo, log) -> dict:
 
     def on_log(rec):
         logger.log(rec)
-        if dist.is_main and not sys.stderr.isatty():
+        if rec["kind"] == "step" and dist.is_main and not sys.stderr.isatty():
             log.info("epoch %d step %d loss %.4f lr %.4g %.1f img/s", rec["epoch"], rec["step"], rec["loss"], rec["lr"], rec["images_per_s"])
+
+    def preempted() -> dict:
+        return stop_for_preemption(save, saved, state, dist, preempt, logger, log)
 
     result = {}
     max_steps = cfg.run.max_steps
-    while state.epoch < cfg.optim.epochs and not (max_steps and state.step >= max_steps):
-        sampler.set_epoch(state.epoch, state.step_in_epoch)
-        t0 = time.perf_counter()
-        tr = train_one_epoch(net, criterion, optimizer, scheduler, train_loader, device, state, accum_steps=accum,
-                             amp_dtype=amp_dtype, scaler=scaler, ema=ema, clip_grad_norm=cfg.optim.clip_grad_norm,
-                             channels_last=m.channels_last, seed=cfg.run.seed, dist=dist, log_every=cfg.run.log_every,
-                             max_steps=max_steps, on_step=on_step, on_log=on_log)
-        finished_epoch = state.step_in_epoch >= steps_per_epoch
-        logger.log({"kind": "epoch", "step": state.step, "epoch": state.epoch, "train_loss": tr["loss"],
-                    "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
-                    "skipped_images": tr["skipped_images"]})
-        if tr["skipped_images"] and dist.is_main:
-            log.warning("epoch %d: skipped %d unreadable training images (see the warnings above for the files)",
-                        state.epoch, tr["skipped_images"])
-        stopping = bool(max_steps and state.step >= max_steps)
-        if finished_epoch:
-            state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        rec = None
-        if stopping or (finished_epoch and (state.epoch % cfg.run.eval_every == 0 or state.epoch == cfg.optim.epochs)):
-            ev = evaluate(net, val_loader, device, amp_dtype, dist, m.channels_last)
-            rec = {"kind": "eval", "step": state.step, "epoch": state.epoch, **ev}
-            if ema is not None:
-                e = evaluate(ema.module, val_loader, device, amp_dtype, dist, m.channels_last)
-                rec.update({f"ema_{k}": v for k, v in e.items() if k in ("loss", "top1", "top5")})
-            logger.log(rec)
-            if dist.is_main:
-                log.info("epoch %d: val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images)%s", rec["epoch"], ev["top1"],
-                         ev["top5"], ev["loss"], ev["count"],
-                         f"; EMA top-1 {rec['ema_top1']:.2f}%" if ema is not None else "")
-            score = rec.get("ema_top1", ev["top1"])
-            if score > state.best_top1:
-                state.best_top1 = score
-                save("best.pt", rec)
-            result = rec
-        save("last.pt", rec)
+    try:
+        while state.epoch < cfg.optim.epochs and not (max_steps and state.step >= max_steps):
+            sampler.set_epoch(state.epoch, state.step_in_epoch)
+            t0 = time.perf_counter()
+            tr = train_one_epoch(net, criterion, optimizer, scheduler, train_loader, device, state, accum_steps=accum,
+                                 amp_dtype=amp_dtype, scaler=scaler, ema=ema, clip_grad_norm=cfg.optim.clip_grad_norm,
+                                 channels_last=m.channels_last, seed=cfg.run.seed, dist=dist, log_every=cfg.run.log_every,
+                                 max_steps=max_steps, on_step=on_step, on_log=on_log, guard=guard,
+                                 should_stop=lambda st: preempt.should_stop(dist, device))
+            finished_epoch = state.step_in_epoch >= steps_per_epoch
+            if tr["stopped"] and not finished_epoch:
+                return preempted()
+            logger.log({"kind": "epoch", "step": state.step, "epoch": state.epoch, "train_loss": tr["loss"],
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+                        "skipped_images": tr["skipped_images"]})
+            if tr["skipped_images"] and dist.is_main:
+                log.warning("epoch %d: skipped %d unreadable training images (see the warnings above for the files)",
+                            state.epoch, tr["skipped_images"])
+            stopping = bool(max_steps and state.step >= max_steps)
+            if finished_epoch:
+                state.epoch, state.step_in_epoch = state.epoch + 1, 0
+            rec = None
+            if stopping or (finished_epoch and (state.epoch % cfg.run.eval_every == 0 or state.epoch == cfg.optim.epochs)):
+                ev = evaluate(net, val_loader, device, amp_dtype, dist, m.channels_last)
+                rec = {"kind": "eval", "step": state.step, "epoch": state.epoch, **ev}
+                if ema is not None:
+                    e = evaluate(ema.module, val_loader, device, amp_dtype, dist, m.channels_last)
+                    rec.update({f"ema_{k}": v for k, v in e.items() if k in ("loss", "top1", "top5")})
+                logger.log(rec)
+                if dist.is_main:
+                    log.info("epoch %d: val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images)%s", rec["epoch"], ev["top1"],
+                             ev["top5"], ev["loss"], ev["count"],
+                             f"; EMA top-1 {rec['ema_top1']:.2f}%" if ema is not None else "")
+                score = rec.get("ema_top1", ev["top1"])
+                if score > state.best_top1:
+                    state.best_top1 = score
+                    save_best(rec)
+                result = rec
+            save(rec)
+            more = state.epoch < cfg.optim.epochs and not (max_steps and state.step >= max_steps)
+            if more and (tr["stopped"] or preempt.should_stop(dist, device)):
+                return preempted()
+    except NonFiniteError as e:
+        logger.log({"kind": "diverged", "step": e.step, "epoch": state.epoch,
+                    "terms": {k: repr(v) for k, v in e.terms.items()}})
+        where = saved["path"] or "none (no checkpoint was written yet)"
+        raise NonFiniteError(f"{e}; stopped without saving: the last good checkpoint is {where}", step=e.step,
+                             epoch=e.epoch, terms=e.terms, bad_params=e.bad_params, ranks=e.ranks) from None
+    finally:
+        logger.close()
     barrier(dist)
-    logger.close()
     if dist.is_main:
         plot_curves(out / "metrics.jsonl", out / "curves.png", title=f"{m.name} ({cfg.name})")
         log.info("done: %s (checkpoints, metrics.jsonl, curves.png)", out)
@@ -375,7 +437,7 @@ def evaluate_checkpoint(path: str, data_root: str | None = None, batch_size: int
                         use_ema: bool = False, device: str = "auto") -> dict:
     """Evaluate a classification checkpoint on ``data_root``/val (default: the data it was trained on)."""
     ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "classification":
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "classification":
         raise ValueError(f"{path} is not a classification checkpoint of botnet train")
     cfg = config_from_dict(ckpt["config"])
     dev = resolve_device(device)

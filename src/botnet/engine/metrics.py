@@ -11,10 +11,23 @@ from pathlib import Path
 __all__ = ["MetricsLogger", "plot_curves", "read_jsonl", "get_logger"]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each record (not as it was when the logger was made), so
+    a redirected or replaced stderr (pytest's capture, a notebook) never gets a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def get_logger() -> logging.Logger:
     log = logging.getLogger("botnet")
     if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(h)
         log.setLevel(logging.INFO)
@@ -59,8 +72,13 @@ class MetricsLogger:
             self.tb.close()
 
 
-def plot_curves(metrics_path: str | Path, out_png: str | Path, title: str = "") -> Path:
-    """Training loss per step, validation loss and top-1 per epoch, from metrics.jsonl."""
+_CLS_METRICS = (("top1", "val top-1"), ("top5", "val top-5"), ("ema_top1", "val top-1 (EMA)"))
+
+
+def plot_curves(metrics_path: str | Path, out_png: str | Path, title: str = "", metrics=_CLS_METRICS,
+                x: str = "epoch", ylabel: str = "accuracy (%)") -> Path:
+    """Training loss per step and validation loss (left); the eval ``metrics`` (key, label) against
+    ``x`` (right; default: top-1/top-5 per epoch), from metrics.jsonl."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,18 +92,20 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path, title: str = "") 
     if steps:
         ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label="train loss (per step)")
     if evals:
-        ax.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="val loss")
+        pts = [(r["step"], r["loss"]) for r in evals if "loss" in r]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label="val loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
     ax = axes[1]
-    for key, label in (("top1", "val top-1"), ("top5", "val top-5"), ("ema_top1", "val top-1 (EMA)")):
-        pts = [(r["epoch"], r[key]) for r in evals if key in r]
+    for key, label in metrics:
+        pts = [(r[x], r[key]) for r in evals if key in r]
         if pts:
             ax.plot(*zip(*pts), "o-", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel("optimizer step" if x == "step" else x)
+    ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.suptitle(title)

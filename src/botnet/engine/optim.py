@@ -10,7 +10,7 @@ from torch import nn
 
 from ..counter import NORM_TYPES
 
-__all__ = ["param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "build_scheduler"]
+__all__ = ["WarmupMultiStep", "param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "build_scheduler"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -49,6 +49,22 @@ class WarmupCosine:
             return self.start + (1 - self.start) * step / self.warmup
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+class WarmupMultiStep:
+    """LR factor at optimizer step s: linear from ``start`` to 1 over ``warmup`` steps, then times
+    ``gamma`` at each milestone passed (the paper's detection schedule, Table 15: 0.1 -> 0.01 -> 0.001)."""
+
+    def __init__(self, milestones: list[int], warmup_steps: int, start_factor: float = 0.0, gamma: float = 0.1):
+        if list(milestones) != sorted(milestones):
+            raise ValueError(f"LR milestones must be increasing, got {list(milestones)}")
+        self.milestones, self.warmup, self.start, self.gamma = list(milestones), warmup_steps, start_factor, gamma
+
+    def __call__(self, step: int) -> float:
+        decay = self.gamma ** sum(step >= m for m in self.milestones)
+        if step < self.warmup:
+            return (self.start + (1 - self.start) * step / self.warmup) * decay
+        return decay
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_scheduler.LambdaLR:

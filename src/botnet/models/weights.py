@@ -1,22 +1,67 @@
-"""Load a checkpoint into the layers of a model that match it by name and shape, with a report.
+"""Weight files: load into matching layers with a report, save and load safetensors / state dicts
+with a model card, and rebuild a model from a file.
 
 The paper initialises BoTNet from an ImageNet ResNet, its MHSA layers staying random (footnote 6).
 ``load_matching`` does exactly that for torchvision, timm and our own files: names are the same
-(torchvision layout), the replaced 3x3 convs do not match anything, and the report lists what was
-loaded, what the model kept and what the file had that was not used.
+(torchvision layout; timm's ``resnet*`` / ``seresnet*`` use it too, SE as ``se.fc1`` / ``se.fc2``),
+the replaced 3x3 convs do not match anything, and the report lists what was loaded, what the model
+kept and what the file had that was not used. Files in another layout are renamed first by a small
+explicit key map (``KEY_MAPS``: timm's ``legacy_seresnet*`` / Cadene's SENets).
+
+``save_weights(model, "m.safetensors")`` (or ``.pt`` / ``.pth``, a plain state dict) writes the
+weights and ``m.json`` beside them, the model card: model name, architecture, input size,
+normalization, class names, metrics, botnet version and the sha256 of the weight file.
+``load_model(path)`` rebuilds the model from such a pair or from a ``botnet train`` checkpoint.
+
+Files are read with ``torch.load(weights_only=False)`` (training checkpoints hold RNG states):
+load only files you trust, or use safetensors.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
 import os
+import re
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "load_matching", "extract_state_dict"]
+__all__ = [
+    "KEY_MAPS", "LoadReport", "extract_state_dict", "read_state_dict", "remap_keys", "load_matching",
+    "load_weights", "save_weights", "model_card", "read_card", "card_from_checkpoint", "load_model",
+    "NO_WEIGHTS_MESSAGE", "card_path", "checkpoint_kind",
+]
+
+log = logging.getLogger("botnet.weights")
 
 _PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.body.")
+FORMATS = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch"}
+CARD_VERSION = 1
+NO_WEIGHTS_MESSAGE = (
+    "botnet ships no downloadable weights; pass the path of a weight file instead: a .safetensors/.pt/.pth "
+    "file written by botnet.models.weights.save_weights, a `botnet train` checkpoint, or a torchvision / timm "
+    "ResNet or SE-ResNet state dict"
+)
+
+# name -> ordered (regex, replacement) rules applied to every key of a file in that layout
+KEY_MAPS: dict[str, tuple[tuple[str, str], ...]] = {
+    # timm legacy_seresnet* (timm/models/senet.py) and Cadene's pretrainedmodels se_resnet*: the stem
+    # in layer0, SE as se_module, the classifier as last_linear. Those SENets are ResNet v1 (stride on
+    # conv1) and pool with ceil_mode: build ours with stride_in_1x1=True, act="relu" to match them.
+    "senet_legacy": (
+        (r"^layer0\.conv1\.", "conv1."),
+        (r"^layer0\.bn1\.", "bn1."),
+        (r"\.se_module\.", ".se."),
+        (r"^last_linear\.", "fc."),
+    ),
+}
 
 
 @dataclass
@@ -25,6 +70,12 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # in the model, not (or not usable) in the file
     unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
     shape_mismatch: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # name, file, model
+    key_map: str | None = None  # the KEY_MAPS entry the file's names went through, if any
+
+    @property
+    def complete(self) -> bool:
+        """Every tensor of the model came from the file and the file had nothing else."""
+        return not (self.missing or self.unexpected or self.shape_mismatch)
 
     def summary(self, limit: int = 12) -> str:
         def names(xs):
@@ -32,6 +83,8 @@ class LoadReport:
             return ", ".join(xs[:limit]) + (f", ... ({len(xs) - limit} more)" if len(xs) > limit else "")
 
         lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.key_map:
+            lines.append(f"names mapped with {self.key_map!r}")
         if self.missing:
             lines.append(f"kept as initialised ({len(self.missing)}): {names(self.missing)}")
         if self.unexpected:
@@ -44,15 +97,27 @@ class LoadReport:
         return "; ".join(lines)
 
 
-def extract_state_dict(obj) -> dict[str, torch.Tensor]:
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def extract_state_dict(obj, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """A state dict from a file's content: a plain state dict, or a checkpoint holding one under
-    'model', 'state_dict', 'model_state' or 'ema'; DDP / compile / wrapper prefixes are removed."""
-    if isinstance(obj, dict):
+    'model', 'state_dict' or 'model_state' ('ema', 'state_dict_ema' or 'model_ema' with
+    ``use_ema``); DDP / compile / EMA / wrapper prefixes are removed."""
+    if use_ema:
+        ema = None
+        if isinstance(obj, dict):
+            ema = next((obj[k] for k in ("ema", "state_dict_ema", "model_ema") if isinstance(obj.get(k), dict)), None)
+        if ema is None:
+            raise ValueError("use_ema: the checkpoint has no EMA weights (botnet train writes them with run.ema=true)")
+        obj = {k: v for k, v in ema.items() if k != "n_averaged"}  # AveragedModel's counter
+    elif isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not _is_state_dict(obj):
         raise ValueError("expected a state dict (name -> tensor) or a checkpoint with a 'model' or 'state_dict' entry")
     out = {}
     for k, v in obj.items():
@@ -63,16 +128,61 @@ def extract_state_dict(obj) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_matching(model: nn.Module, source: str | os.PathLike | dict) -> LoadReport:
-    """Copy every tensor of ``source`` whose name and shape match the model; report the rest.
-    Position tables of another resolution are resized by the model's own loading hooks."""
-    if not isinstance(source, dict):
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"pretrained checkpoint {str(source)!r} not found")
-        source = torch.load(source, map_location="cpu", weights_only=False)
-    sd = extract_state_dict(source)
+def _weights_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path.name}: weight files end in {', '.join(FORMATS)} (safetensors or a torch state dict)")
+    return fmt
+
+
+def _read_file(path: str | os.PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated, not a torch / safetensors file
+        why = " ".join(str(e).split())  # one line
+        raise ValueError(f"{str(path)!r} cannot be read as a torch or safetensors file ({type(e).__name__}: {why})") from None
+
+
+def read_state_dict(source: str | os.PathLike | dict, use_ema: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict of a .safetensors file, a torch file (state dict or checkpoint), or a dict."""
+    return extract_state_dict(source if isinstance(source, dict) else _read_file(source), use_ema)
+
+
+def remap_keys(sd: dict[str, torch.Tensor], key_map: str | Sequence[tuple[str, str]] | None = "auto"):
+    """Rename the keys of ``sd``. ``key_map``: a ``KEY_MAPS`` name, explicit (regex, replacement)
+    rules, None (no renaming) or "auto" (the map whose layout the keys show). Returns (name, dict)."""
+    if key_map == "auto":
+        legacy = any(k.startswith("layer0.conv1.") or ".se_module." in k or k.startswith("last_linear.") for k in sd)
+        key_map = "senet_legacy" if legacy else None
+    if key_map is None:
+        return None, sd
+    if isinstance(key_map, str):
+        if key_map not in KEY_MAPS:
+            raise ValueError(f"unknown key map {key_map!r}; known: {sorted(KEY_MAPS)}")
+        name, rules = key_map, KEY_MAPS[key_map]
+    else:
+        name, rules = "custom", tuple(key_map)
+    out = {}
+    for k, v in sd.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return name, out
+
+
+def _match(model: nn.Module, source, key_map, use_ema) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The tensors of ``source`` that fit ``model`` (name and shape; position tables of another size
+    count, the model's loading hooks resize them), and the report, before anything is loaded."""
+    map_name, sd = remap_keys(read_state_dict(source, use_ema), key_map)
     own = model.state_dict()
-    report = LoadReport()
+    report = LoadReport(key_map=map_name)
     usable = {}
     for k, v in sd.items():
         if k not in own:
@@ -81,11 +191,218 @@ def load_matching(model: nn.Module, source: str | os.PathLike | dict) -> LoadRep
             report.shape_mismatch.append((k, tuple(v.shape), tuple(own[k].shape)))
         else:
             usable[k] = v
-    result = model.load_state_dict(usable, strict=False)
     report.loaded = sorted(usable)
-    report.missing = sorted(set(result.missing_keys) - {n for n, _, _ in report.shape_mismatch})
+    report.missing = sorted(set(own) - set(usable) - {n for n, _, _ in report.shape_mismatch})
+    return usable, report
+
+
+def load_matching(model: nn.Module, source: str | os.PathLike | dict, key_map="auto", use_ema: bool = False) -> LoadReport:
+    """Copy every tensor of ``source`` whose name and shape match the model; report the rest.
+    Position tables of another resolution are resized by the model's own loading hooks."""
+    usable, report = _match(model, source, key_map, use_ema)
+    model.load_state_dict(usable, strict=False)
+    return report
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike | dict, *, strict: bool = False, use_ema: bool = False,
+                 key_map="auto") -> LoadReport:
+    """Load a .safetensors / .pt / .pth file (ours, a ``botnet train`` checkpoint, torchvision, timm)
+    into ``model``. ``strict=False`` loads what matches and reports the rest (``load_matching``);
+    ``strict=True`` raises ValueError, leaving the model untouched, unless every tensor matches both ways."""
+    usable, report = _match(model, source, key_map, use_ema)
+    if strict and not report.complete:
+        where = source if not isinstance(source, dict) else "the state dict"
+        raise ValueError(f"{where} does not match {getattr(model, 'model_name', type(model).__name__)}: {report.summary()}")
+    model.load_state_dict(usable, strict=False)
     return report
 
 
 def _resizable_table(name: str) -> bool:
     return name.endswith(("pos.rel_height", "pos.rel_width", "pos.emb_height", "pos.emb_width"))
+
+
+# saving ------------------------------------------------------------------------------------------
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile / DDP / AveragedModel wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _architecture(model: nn.Module) -> dict | None:
+    """Keyword arguments that rebuild ``model`` with ``create_model(model.model_name, **arch)``."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not dataclasses.is_dataclass(cfg):
+        return None
+    return {"num_classes": model.num_classes, "in_chans": model.in_chans, "img_size": list(model.img_size),
+            **dataclasses.asdict(cfg)}
+
+
+def model_card(model: nn.Module, **fields) -> dict:
+    """The card of ``model``: what rebuilds and feeds it; ``fields`` add to or replace entries
+    (``classes``, ``metrics``, ``mean``, ``std``, ``crop_pct``, ``input_size``, anything else)."""
+    from .. import __version__
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    model = _unwrap(model)
+    img = getattr(model, "img_size", None)
+    card = {
+        "card_version": CARD_VERSION,
+        "kind": "classification",
+        "model_name": getattr(model, "model_name", None),
+        "architecture": _architecture(model),
+        "input_size": [getattr(model, "in_chans", 3), *img] if img else None,
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "num_classes": getattr(model, "num_classes", None),
+        "classes": None,
+        "metrics": {},
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "botnet_version": __version__,
+    }
+    card.update(fields)
+    classes, n = card.get("classes"), card.get("num_classes")
+    if classes is not None and n is not None and len(classes) != n:
+        raise ValueError(f"the card names {len(classes)} classes but the model has {n} outputs")
+    return card
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def card_path(weights_path: str | os.PathLike) -> Path:
+    """The card beside a weight file: ``dir/name.safetensors`` -> ``dir/name.json``."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, card: dict | None = None) -> Path:
+    """Write ``model``'s state dict to ``path`` (.safetensors, or .pt / .pth for ``torch.save``) and
+    its model card to ``<stem>.json`` beside it; ``card`` adds fields (``classes``, ``metrics``, ...).
+    Both files are written atomically. Returns the card's path."""
+    path = Path(path)
+    fmt = _weights_format(path)
+    model = _unwrap(model)
+    info = model_card(model, **(card or {}))
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        meta = {"format": "pt", "model_name": str(info.get("model_name")), "botnet_version": info["botnet_version"]}
+        _write_atomic(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    else:
+        _write_atomic(path, lambda tmp: torch.save(sd, tmp))
+    info.update(weights_file=path.name, weights_format=fmt, sha256=_sha256(path))
+    out = card_path(path)
+    _write_atomic(out, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    return out
+
+
+def read_card(weights_path: str | os.PathLike, check_hash: bool = True) -> dict:
+    """The card beside ``weights_path``; warns when the weight file's sha256 differs from it."""
+    path = card_path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{Path(weights_path).name} has no model card {path.name} beside it "
+                                f"(save_weights writes one); without it the architecture is unknown")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"model card {path} is not valid JSON ({e})") from None
+    if check_hash and card.get("sha256") and Path(weights_path).is_file():
+        digest = _sha256(Path(weights_path))
+        if digest != card["sha256"]:
+            log.warning("%s: sha256 %s... differs from its card's %s...: the weights were changed after the card was written",
+                        weights_path, digest[:12], card["sha256"][:12])
+    return card
+
+
+def card_from_checkpoint(ckpt: dict) -> dict:
+    """The model card of a ``botnet train`` classification checkpoint (config, classes, metrics)."""
+    from .. import __version__
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = ckpt.get("config") or {}
+    data, mcfg = cfg.get("data") or {}, cfg.get("model") or {}
+    img = data.get("img_size", ckpt.get("img_size", 224))
+    eval_size = data.get("eval_size") or img
+    classes = list(ckpt.get("classes") or [])
+    arch = {"num_classes": len(classes), "img_size": img, **(mcfg.get("kwargs") or {})}
+    return {
+        "card_version": CARD_VERSION, "kind": ckpt.get("kind", "classification"), "model_name": ckpt["model_name"],
+        "architecture": arch, "input_size": [arch.get("in_chans", 3), eval_size, eval_size],
+        "crop_pct": data.get("crop_pct", 0.875), "interpolation": "bilinear",
+        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "num_classes": len(classes), "classes": classes,
+        "metrics": ckpt.get("metrics") or {}, "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
+        "botnet_version": __version__,
+    }
+
+
+def _is_train_checkpoint(obj) -> bool:
+    return isinstance(obj, dict) and "model_name" in obj and isinstance(obj.get("model"), dict)
+
+
+def load_model(source: str | os.PathLike | dict, *, use_ema: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild a classifier from a weight file with its card (``save_weights``) or from a
+    ``botnet train`` checkpoint (a path or the loaded dict). Returns ``(model.eval(), card)``."""
+    from ._registry import create_model
+
+    where = "the checkpoint" if isinstance(source, dict) else str(source)
+    obj = source if isinstance(source, dict) else _read_file(source)
+    if _is_train_checkpoint(obj):
+        if obj.get("kind", "classification") != "classification":
+            raise ValueError(f"{where} is a {obj.get('kind')} checkpoint; load_model rebuilds classifiers")
+        card = card_from_checkpoint(obj)
+    elif isinstance(source, dict):
+        raise ValueError("load_model needs a botnet train checkpoint dict (with model_name, model, config)")
+    else:
+        card = read_card(source)
+        if card.get("kind", "classification") != "classification" or not card.get("architecture"):
+            raise ValueError(f"{where}: its card describes no classifier architecture (kind {card.get('kind')!r})")
+    model = create_model(card["model_name"], **card["architecture"])
+    usable, report = _match(model, extract_state_dict(obj, use_ema), None, False)
+    if not report.complete:
+        raise ValueError(f"{where} does not match the {card['model_name']} its card describes: {report.summary()}")
+    model.load_state_dict(usable)
+    return model.eval(), card
+
+
+def checkpoint_kind(path: str | os.PathLike) -> tuple[str, dict | None]:
+    """What a file holds, for commands that take any checkpoint: ("classification" | "detection" |
+    another kind, the loaded content or None for a .safetensors file). A ``botnet train`` /
+    ``det-train`` checkpoint says its kind; a weight file takes it from its card. Raises
+    FileNotFoundError, or ValueError for a file that is neither."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+        return read_card(path, check_hash=False).get("kind", "classification"), None
+    obj = _read_file(path)
+    if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
+        return obj["kind"], obj
+    if _is_state_dict(obj) and card_path(path).is_file():
+        return read_card(path, check_hash=False).get("kind", "classification"), obj
+    raise ValueError(f"{path} is not a botnet checkpoint: expected a `botnet train` / `det-train` checkpoint "
+                     "or a weight file with its model card beside it")

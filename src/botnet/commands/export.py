@@ -1,0 +1,79 @@
+"""``botnet export``: a checkpoint (or a randomly initialised model) to ONNX, TorchScript or
+safetensors, checked against PyTorch after export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+_CARD_FIELDS = ("classes", "metrics", "crop_pct", "input_size", "mean", "std", "interpolation", "epoch", "step")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if bool(args.checkpoint) == bool(args.model):
+        print("botnet export: give --checkpoint CKPT or --model NAME (random weights)", file=sys.stderr)
+        return 2
+    import botnet
+    from botnet.export import ExportError, export_model
+    from botnet.models.weights import checkpoint_kind, load_model
+
+    try:
+        card = {}
+        if args.model:
+            kw = {"img_size": args.img_size} if args.img_size else {}
+            model = botnet.create_model(args.model, num_classes=args.num_classes, **kw)
+        else:
+            kind, content = checkpoint_kind(args.checkpoint)
+            if kind == "detection":
+                try:
+                    from botnet.detection.export import run_export
+                except ImportError:
+                    print("botnet export: exporting detection checkpoints is not available yet", file=sys.stderr)
+                    return 2
+                return run_export(args)
+            if kind != "classification":
+                raise ValueError(f"{args.checkpoint} holds a {kind!r} model; export takes classification checkpoints")
+            source = content if isinstance(content, dict) and "model_name" in content else args.checkpoint
+            model, card = load_model(source, use_ema=args.ema)
+        options = {"img_size": args.img_size, "batch_size": args.batch_size}
+        if args.format == "onnx":
+            options["opset"] = args.opset
+        if args.format == "safetensors":
+            options["card"] = {k: card[k] for k in _CARD_FIELDS if k in card}
+        res = export_model(model, args.output, args.format, kind="classification", **options)
+    except ExportError as e:
+        print(f"botnet export: FAILED: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as e:
+        print(f"botnet export: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res.to_dict()))
+    else:
+        shape = "x".join(map(str, res.input_shape))
+        opset = f", opset {res.extra['opset']}" if "opset" in res.extra else ""
+        print(f"exported {model.model_name} to {res.path} ({res.format}{opset}, input {shape}) in {res.seconds:.1f}s; "
+              f"max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a classifier to ONNX / TorchScript / safetensors, checked against PyTorch",
+                       description="Export a checkpoint (or a registered model with random weights) and check the "
+                                   "exported file against PyTorch on a random input, in ONNX Runtime for ONNX: max "
+                                   "abs diff <= 1e-4 + 1e-4 x max |logit|. ONNX files have a dynamic batch axis and "
+                                   "a fixed H x W.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="botnet train checkpoint, or a weight file with its card")
+    src.add_argument("--model", help="a registered model name with random weights")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--output", required=True, metavar="FILE", help="e.g. model.onnx, model.pt, model.safetensors")
+    p.add_argument("--img-size", type=int, default=None, help="input size (default: the checkpoint's / model's)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch of the example / check input (default 1)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--num-classes", type=int, default=1000, help="with --model: classifier outputs (default 1000)")
+    p.add_argument("--ema", action="store_true", help="export the checkpoint's EMA weights")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_export)

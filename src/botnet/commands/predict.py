@@ -1,0 +1,76 @@
+"""``botnet predict``: top-k classes of images with a classifier, or detections with a detector.
+
+The checkpoint says which: a ``botnet train`` checkpoint or a weight file with its model card
+(kind "classification") prints the top-k classes of every image; a detection checkpoint goes to
+``botnet.detection.predict.run_predict``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..models.weights import checkpoint_kind
+
+    try:
+        if args.topk < 1 or args.batch_size < 1:
+            raise ValueError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+        kind, content = checkpoint_kind(args.checkpoint)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"botnet predict: {e}", file=sys.stderr)
+        return 2
+    if kind == "detection":
+        from ..detection.predict import run_predict
+
+        return run_predict(args)
+    if kind != "classification":
+        print(f"botnet predict: {args.checkpoint} holds a {kind!r} model; predict runs classification and "
+              "detection checkpoints", file=sys.stderr)
+        return 2
+    from ..inference.classify import predict_classifier
+
+    source = content if isinstance(content, dict) and "model_name" in content else args.checkpoint
+    try:
+        res = predict_classifier(source, args.images, topk=args.topk, batch_size=args.batch_size,
+                                 device=args.device, use_ema=args.ema)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"botnet predict: {e}", file=sys.stderr)
+        return 2
+    res["checkpoint"] = str(args.checkpoint)
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predictions.json").write_text(json.dumps(res, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for rec in res["predictions"]:
+            print(f"{rec['image']}: " + ", ".join(f"{t['label']} {t['score']:.3f}" for t in rec["topk"]))
+        note = f"; {len(res['skipped'])} unreadable skipped" if res["skipped"] else ""
+        where = f" -> {Path(args.output) / 'predictions.json'}" if args.output else ""
+        print(f"{len(res['predictions'])} images classified by {res['model']}{note}{where}", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="classify images (top-k), or detect objects with a detection checkpoint",
+                       description="Classify images with a classification checkpoint (top-k classes), or run a "
+                                   "detection checkpoint on them. Folders are searched recursively; unreadable "
+                                   "images are skipped and counted.")
+    p.add_argument("--checkpoint", required=True,
+                   help="botnet train / det-train checkpoint, or a .safetensors/.pt weight file with its card")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
+    p.add_argument("--topk", type=int, default=5, help="classes per image (classification; default 5)")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="write predictions.json there (detection: also the drawn images)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--score-thresh", type=float, default=None, metavar="T",
+                   help="detection: keep detections scoring at least T (default 0.5)")
+    p.add_argument("--ema", action="store_true", help="classification: use the checkpoint's EMA weights")
+    p.set_defaults(func=cmd_predict)

@@ -1,0 +1,202 @@
+"""Export models to ONNX and TorchScript, and check the exported file against PyTorch.
+
+``export_model(model, path, "onnx" | "torchscript" | "safetensors", kind="classification")`` looks
+the exporter up in ``EXPORTERS`` by (kind, format); ``register_exporter`` adds one (the detection
+exporters register there). Every exporter runs the exported file on a seeded random input and
+compares it with the PyTorch model: the result carries the max absolute difference, and a
+difference above ``atol + rtol * max|PyTorch output|`` (1e-4 + 1e-4 x the largest logit) raises
+``ExportError``. The relative part matters for large outputs only: on random full-size models
+built without zero-initialised residual branches (logits up to ~130), float32 PyTorch itself is
+off its float64 result by 3e-4 to 5e-4 and ONNX Runtime by 2e-4 to 1.2e-3; any real export error
+(a wrong position offset, a missing term) moves the logits by far more. For comparison,
+``torch.onnx.verification`` uses rtol 1e-3 per element.
+
+MHSA exports with the ``reference`` kernel (plain matmuls, einsum, a gather of the relative
+position tables and a float32 softmax). The ONNX graph is traced by the TorchScript-based exporter
+(``torch.onnx.export(dynamo=False)``; the dynamo exporter needs the ``onnxscript`` package) at
+opset 17 by default. The batch axis is dynamic; height and width are fixed at export, since the
+position tables are sized for one feature map (export again for another resolution).
+``torch.jit.trace`` and ``torch.onnx.export(dynamo=False)`` are deprecated upstream in torch 2.14
+but work; their deprecation warnings are silenced here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .layers import use_kernel
+
+__all__ = ["EXPORTERS", "ExportError", "ExportResult", "register_exporter", "export_model", "export_onnx",
+           "export_torchscript", "export_safetensors", "DEFAULT_OPSET", "ATOL", "RTOL"]
+
+DEFAULT_OPSET = 17
+ATOL = 1e-4
+RTOL = 1e-4
+EXPORTERS: dict[tuple[str, str], Callable[..., "ExportResult"]] = {}
+
+
+class ExportError(RuntimeError):
+    """The exported model does not reproduce the PyTorch model (or could not be run)."""
+
+
+@dataclass
+class ExportResult:
+    path: str
+    format: str
+    input_shape: tuple[int, ...]
+    max_abs_diff: float | None  # exported vs PyTorch on a random input; None when not verified
+    tolerance: float | None  # the largest difference accepted: atol + rtol * max |PyTorch output|
+    seconds: float
+    extra: dict = field(default_factory=dict)  # e.g. {"opset": 17}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def register_exporter(kind: str, fmt: str):
+    """Decorator: ``fn(model, path, **options) -> ExportResult`` exports models of ``kind`` to ``fmt``."""
+
+    def deco(fn):
+        key = (kind, fmt)
+        if key in EXPORTERS:
+            raise ValueError(f"an exporter for {kind} models to {fmt} is already registered")
+        EXPORTERS[key] = fn
+        return fn
+
+    return deco
+
+
+def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, kind: str = "classification", **options) -> ExportResult:
+    """Export ``model`` (a ``kind`` model) to ``path`` in format ``fmt``; see ``EXPORTERS``."""
+    fn = EXPORTERS.get((kind, fmt))
+    if fn is None:
+        have = sorted(f for k, f in EXPORTERS if k == kind)
+        raise ValueError(f"no exporter for {kind} models to {fmt!r}" + (f"; available: {', '.join(have)}" if have else ""))
+    return fn(model, path, **options)
+
+
+def _prepare(model: nn.Module, img_size, batch_size: int, seed: int):
+    """A CPU float32 eval copy of the model and a seeded random input (B, C, H, W)."""
+    model = copy.deepcopy(model).float().cpu().eval()
+    if img_size is None:
+        img_size = getattr(model, "img_size", 224)
+    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if hasattr(model, "check_input_size"):
+        model.check_input_size((h, w))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, getattr(model, "in_chans", 3), h, w, generator=g)
+    return model, x
+
+
+def _compare(out, ref: torch.Tensor, atol: float, rtol: float, what: str) -> tuple[float, float]:
+    """(max abs difference, tolerance); raises ExportError above the tolerance (or on NaN)."""
+    out = torch.as_tensor(out)
+    diff = float((out.double() - ref.double()).abs().max())
+    tol = atol + rtol * float(ref.abs().max())
+    if not diff <= tol:  # also catches NaN
+        raise ExportError(f"{what} differs from PyTorch by {diff:.3g} (max abs), above the tolerance {tol:.3g} "
+                          f"(atol {atol:g} + rtol {rtol:g} x max |output| {float(ref.abs().max()):.3g})")
+    return diff, tol
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the tracer's and the deprecated exporters' warnings (expected: sizes are fixed at export)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
+        warnings.filterwarnings("ignore", message=r".*(legacy TorchScript-based ONNX export|torch\.jit).*")
+        yield
+
+
+@register_exporter("classification", "onnx")
+def export_onnx(model: nn.Module, path: str | os.PathLike, img_size: int | tuple[int, int] | None = None,
+                batch_size: int = 1, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, verify: bool = True,
+                atol: float = ATOL, rtol: float = RTOL, seed: int = 0) -> ExportResult:
+    """Export a classifier to ONNX (input "images" (B, C, H, W) -> output "logits" (B, num_classes)),
+    check the file with ``onnx.checker`` and, with ``verify``, run it in ONNX Runtime
+    (CPUExecutionProvider) against PyTorch on a random input of ``batch_size`` images."""
+    t0 = time.perf_counter()
+    model, x = _prepare(model, img_size, batch_size, seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with _quiet(), use_kernel("reference"), torch.no_grad():
+        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
+                          opset_version=opset, dynamic_axes=axes, dynamo=False, do_constant_folding=True)
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    diff = tol = None
+    if verify:
+        import onnxruntime as ort
+
+        with torch.no_grad():
+            ref = model(x)
+        try:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        except Exception as e:
+            raise ExportError(f"ONNX Runtime could not run {path} ({type(e).__name__}: {e})") from e
+        diff, tol = _compare(out, ref, atol, rtol, f"ONNX model {path}")
+    return ExportResult(str(path), "onnx", tuple(x.shape), diff, tol, time.perf_counter() - t0,
+                        {"opset": opset, "dynamic_batch": dynamic_batch, "exporter": "torch.onnx.export(dynamo=False)"})
+
+
+@register_exporter("classification", "torchscript")
+def export_torchscript(model: nn.Module, path: str | os.PathLike, img_size: int | tuple[int, int] | None = None,
+                       batch_size: int = 1, verify: bool = True, atol: float = ATOL, rtol: float = RTOL,
+                       seed: int = 0) -> ExportResult:
+    """Trace a classifier to TorchScript (``torch.jit.trace``), save it, load the file back and
+    compare it with PyTorch on a random input."""
+    t0 = time.perf_counter()
+    model, x = _prepare(model, img_size, batch_size, seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    diff = tol = None
+    with _quiet():
+        with use_kernel("reference"), torch.no_grad():
+            traced = torch.jit.trace(model, x, check_trace=False)
+        traced.save(str(path))
+        if verify:
+            loaded = torch.jit.load(str(path), map_location="cpu")
+            with torch.no_grad():
+                out, ref = loaded(x), model(x)
+    if verify:
+        diff, tol = _compare(out, ref, atol, rtol, f"TorchScript model {path}")
+    return ExportResult(str(path), "torchscript", tuple(x.shape), diff, tol, time.perf_counter() - t0,
+                        {"exporter": "torch.jit.trace"})
+
+
+@register_exporter("classification", "safetensors")
+def export_safetensors(model: nn.Module, path: str | os.PathLike, img_size: int | tuple[int, int] | None = None,
+                       batch_size: int = 1, verify: bool = True, atol: float = ATOL, rtol: float = RTOL,
+                       seed: int = 0, card: dict | None = None) -> ExportResult:
+    """Save the weights as safetensors with the model card beside them (``save_weights``), rebuild
+    the model from the pair (``load_model``) and compare it with the original."""
+    from .models.weights import load_model, save_weights
+
+    t0 = time.perf_counter()
+    model, x = _prepare(model, img_size, batch_size, seed)
+    if Path(path).suffix != ".safetensors":
+        raise ValueError(f"{path}: safetensors files end in .safetensors")
+    card_file = save_weights(model, path, card=card)
+    diff = tol = None
+    if verify:
+        loaded, _ = load_model(path)
+        with torch.no_grad():
+            diff, tol = _compare(loaded(x), model(x), atol, rtol, f"weights {path}")
+    return ExportResult(str(path), "safetensors", tuple(x.shape), diff, tol, time.perf_counter() - t0, {"card": str(card_file)})

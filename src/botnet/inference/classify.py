@@ -1,0 +1,119 @@
+"""Top-k class predictions for image files with a trained classifier (``botnet predict``).
+
+The checkpoint is a ``botnet train`` checkpoint or a weight file with its model card
+(``botnet.models.weights.save_weights``); images are preprocessed as in evaluation (resize the
+short side to ``size / crop_pct``, center crop, normalize with the card's mean and std).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import InterpolationMode
+
+__all__ = ["IMAGE_SUFFIXES", "expand_image_paths", "eval_transform", "predict_classifier", "resolve_device"]
+
+log = logging.getLogger("botnet.inference")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given (whatever their suffix), folders searched recursively for image suffixes,
+    sorted; a path that does not exist is a FileNotFoundError, no image at all a ValueError."""
+    out: list[Path] = []
+    items = list(items)
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"image or folder {str(p)!r} not found")
+    if not out:
+        raise ValueError(f"no images found in {[str(i) for i in items]} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return out
+
+
+def eval_transform(card: dict) -> v2.Compose:
+    """PIL RGB image -> normalized (3, H, W) float32 tensor, as the card's model was evaluated."""
+    _, h, w = card["input_size"]
+    crop_pct = card.get("crop_pct", 0.875)
+    mode = InterpolationMode(card.get("interpolation", "bilinear"))
+    resize = int(round(h / crop_pct)) if h == w else (int(round(h / crop_pct)), int(round(w / crop_pct)))
+    return v2.Compose([
+        v2.Resize(resize, interpolation=mode, antialias=True), v2.CenterCrop((h, w)),
+        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(card["mean"]), list(card["std"])),
+    ])
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """"auto": CUDA when available, else CPU; other names as torch.device (CUDA must exist)."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(name)!r} asked for but no CUDA device is available")
+    return dev
+
+
+@torch.no_grad()
+def predict_classifier(checkpoint: str | os.PathLike | dict, paths: Iterable[str | os.PathLike], *, topk: int = 5,
+                       batch_size: int = 16, device: str | torch.device = "auto", use_ema: bool = False) -> dict:
+    """Classify image files (folders are searched recursively).
+
+    Args:
+        checkpoint: a ``botnet train`` checkpoint (path or loaded dict) or a weight file with its card.
+        paths: image files and folders.
+        topk: classes per image (at most the number of classes).
+        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        use_ema: use the EMA weights of a training checkpoint.
+
+    Returns:
+        {"model", "checkpoint", "predictions": [{"image": path, "topk": [{"label": name,
+        "index": class index, "score": probability}, ...]}, ...], "skipped": [{"image", "error"}, ...]}.
+        Unreadable images are skipped with a warning and listed under "skipped".
+    """
+    from ..data.folder import DECODE_ERRORS, load_rgb
+    from ..models.weights import load_model
+
+    if topk < 1 or batch_size < 1:
+        raise ValueError(f"topk and batch_size must be >= 1, got {topk} and {batch_size}")
+    files = expand_image_paths(paths)
+    model, card = load_model(checkpoint, use_ema=use_ema)
+    dev = resolve_device(device)
+    model.to(dev)
+    classes = card.get("classes") or [str(i) for i in range(card["num_classes"])]
+    k = min(topk, len(classes))
+    tf = eval_transform(card)
+    result = {"model": card["model_name"], "checkpoint": str(checkpoint) if not isinstance(checkpoint, dict) else None,
+              "predictions": [], "skipped": []}
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    if len(batches) > 1:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="predict", unit="batch", disable=None, file=sys.stderr)
+    for batch in batches:
+        images, names = [], []
+        for path in batch:
+            try:
+                images.append(tf(load_rgb(path)))
+                names.append(str(path))
+            except DECODE_ERRORS as e:
+                log.warning("skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+                result["skipped"].append({"image": str(path), "error": f"{type(e).__name__}: {e}"})
+        if not images:
+            continue
+        probs = model(torch.stack(images).to(dev)).float().softmax(-1).cpu()
+        top = probs.topk(k, dim=-1)
+        for name, p, idx in zip(names, top.values.tolist(), top.indices.tolist()):
+            result["predictions"].append(
+                {"image": name, "topk": [{"label": classes[i], "index": i, "score": s} for s, i in zip(p, idx)]})
+    return result

@@ -1,0 +1,153 @@
+"""Our models in timm's registry: ``timm.create_model("botnet50", num_classes=10)`` after ``import botnet``.
+
+Names. A name that starts with "botnet" keeps it (``botnet50``, ``botnet_s1_128``, ``botnet_t7``);
+every other name gets the prefix ``botnet_`` (our ``resnet50`` is timm's ``botnet_resnet50``,
+``seresnet50`` is ``botnet_seresnet50``), because timm has its own ``resnet50``, ``seresnet50``, ...
+So the timm name of a model never depends on the timm version, and timm's own models are never
+replaced: a name timm already has (a future timm adding ``botnet50``, say) is skipped with a warning.
+``timm_name(name)`` gives the timm name of one of ours.
+
+Entry points go through timm's ``build_model_with_cfg``, so timm's keywords behave as for its own
+models: ``features_only`` / ``out_indices`` give timm's ``FeatureListNet``, ``checkpoint_path``
+loads after building, the ``pretrained_cfg`` holds input size, crop and mean/std for
+``timm.data.resolve_data_config``. ``pretrained=True`` raises (no weights are downloadable) unless a
+weight file is given the timm way, ``pretrained_cfg_overlay=dict(file=PATH)``.
+
+Cost. ``import botnet`` does not import timm (about a second): when timm is importable, a finder on
+``sys.meta_path`` registers our models right after ``import timm`` runs; when timm is already
+imported, they are registered at once. Without timm this costs one ``find_spec``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import warnings
+from functools import partial
+
+__all__ = ["TIMM_PREFIX", "timm_name", "register_timm_models", "install"]
+
+TIMM_PREFIX = "botnet_"
+default_cfgs: dict[str, dict] = {}  # read by timm's register_model (old-style per-name cfg dicts)
+_registered: dict[str, str | None] = {}  # our name -> timm name (None: skipped, timm has the name)
+
+
+def timm_name(name: str) -> str:
+    """The name of our model ``name`` in timm's registry."""
+    return name if name.startswith("botnet") else TIMM_PREFIX + name
+
+
+def _default_cfg(fn) -> dict:
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    p = inspect.signature(fn).parameters.get("img_size")
+    size = p.default if p is not None and isinstance(p.default, int) else 224
+    return dict(url="", num_classes=1000, input_size=(3, size, size), crop_pct=0.875, interpolation="bilinear",
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv="conv1", classifier="fc", license="apache-2.0")
+
+
+def _build_ours(our_name: str, **kwargs):
+    from ._registry import create_model
+
+    return create_model(our_name, **kwargs)
+
+
+def _timm_entry(our_name: str, name: str, pretrained: bool = False, **kwargs):
+    from timm.models import build_model_with_cfg, resolve_pretrained_cfg
+
+    if pretrained:
+        cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+        if not cfg.has_weights:
+            from .weights import NO_WEIGHTS_MESSAGE
+
+            raise ValueError(f"timm.create_model({name!r}, pretrained=True): {NO_WEIGHTS_MESSAGE} (with timm: "
+                             "checkpoint_path=PATH, or pretrained=True with pretrained_cfg_overlay=dict(file=PATH))")
+    return build_model_with_cfg(partial(_build_ours, our_name), name, pretrained, **kwargs)
+
+
+def _make_entry(ours: str, name: str, doc: str | None):
+    def entry_fn(pretrained=False, **kwargs):
+        return _timm_entry(ours, name, pretrained, **kwargs)
+
+    entry_fn.__name__ = entry_fn.__qualname__ = name
+    entry_fn.__module__ = __name__
+    entry_fn.__doc__ = f"botnet.{ours}: {(doc or '').strip()}"
+    entry_fn.botnet_name = ours
+    return entry_fn
+
+
+def register_timm_models() -> dict[str, str]:
+    """Register every model of ours not yet in timm's registry; returns {our name: timm name}.
+    Safe to call again (e.g. after registering more models of your own)."""
+    import timm.models
+
+    from ._registry import list_models, model_entrypoint
+
+    module = sys.modules[__name__]
+    for ours in list_models():
+        if ours in _registered:
+            continue
+        name = timm_name(ours)
+        if timm.models.is_model(name):
+            warnings.warn(f"botnet: timm already has a model {name!r}; ours ({ours}) is not registered with timm", stacklevel=2)
+            _registered[ours] = None
+            continue
+        entry = model_entrypoint(ours)
+        entry_fn = _make_entry(ours, name, entry.__doc__)
+        default_cfgs[name] = _default_cfg(entry)
+        setattr(module, name, entry_fn)
+        timm.models.register_model(entry_fn)
+        _registered[ours] = name
+    return {k: v for k, v in _registered.items() if v}
+
+
+def _register_quietly() -> None:
+    try:
+        register_timm_models()
+    except Exception as e:  # never break `import timm` for its other users
+        warnings.warn(f"botnet: could not register its models with timm ({type(e).__name__}: {e})", stacklevel=2)
+
+
+class _AfterTimmImport:
+    """A ``sys.meta_path`` finder that lets ``import timm`` run as usual, then registers our models."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "timm":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_register(module):
+            exec_module(module)
+            if module.__name__ == "timm":
+                _remove_hook()
+                _register_quietly()
+
+        spec.loader.exec_module = exec_and_register
+        return spec
+
+
+_hook = _AfterTimmImport()
+
+
+def _remove_hook() -> None:
+    if _hook in sys.meta_path:
+        sys.meta_path.remove(_hook)
+
+
+def install() -> None:
+    """Register with timm now if it is imported, after its import if it is importable, else never."""
+    if "timm.models" in sys.modules:
+        _register_quietly()
+    elif importlib.util.find_spec("timm") is not None and _hook not in sys.meta_path:
+        sys.meta_path.insert(0, _hook)
