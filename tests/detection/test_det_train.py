@@ -105,3 +105,33 @@ def test_paper_recipes_load(recipe):
         assert (cfg.optim.batch_size, cfg.optim.lr, cfg.optim.steps) == (128, 0.15, sched // 2)
         assert (cfg.data.scale_min, cfg.data.scale_max) == (0.1, 2.0)
     assert cfg.optim.milestones[-1] < cfg.optim.steps
+
+
+def test_two_processes_match_one_with_accumulation(det_cache, tmp_path):
+    """torchrun, 2 CPU processes (gloo) x micro-batch 2 vs 1 process x 2 accumulation steps of 2: the
+    same global batches and the same loss terms at every step (both single-threaded: same float order)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOTNET_CACHE": str(det_cache)}
+    base = ["-m", "botnet", "det-train", "--config", str(DEMO), *TINY, "optim.steps=3", "optim.micro_batch=2",
+            "run.eval_max_images=2"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = subprocess.run([sys.executable, *base, "--output", str(one)], env=env, capture_output=True, text=True, timeout=600)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port]
+    r2 = subprocess.run([*launcher, *base, "--output", str(two)], env=env, capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "2 per device x 2 devices x 1 accumulation" in r2.stderr
+    assert "2 per device x 1 devices x 2 accumulation" in r1.stderr
+    a, b = _steps(one), _steps(two)
+    assert [s for s, *_ in a] == [s for s, *_ in b] == [1, 2, 3]
+    assert [v for x in b for v in x[1:]] == pytest.approx([v for x in a for v in x[1:]], rel=1e-4, abs=1e-5)
+    ev1 = [r for r in read_jsonl(one / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    ev2 = [r for r in read_jsonl(two / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    assert ev1["count"] == ev2["count"] == 2
