@@ -114,7 +114,8 @@ def test_torch_compile_matches_eager():
     torch.manual_seed(0)
     eager = botnet.create_model("botnet_tiny", num_classes=10, img_size=64, zero_init_last=False).double()
     model = copy.deepcopy(eager)
-    compiled = torch.compile(model)
+    torch._dynamo.reset()  # shapes seen by earlier compile tests in this process would make them dynamic
+    compiled = torch.compile(model, dynamic=False)
     x = torch.randn(4, 3, 64, 64, dtype=torch.float64)
     eager.eval(), model.eval()
     with torch.no_grad():

@@ -101,8 +101,10 @@ def train_det_epoch(model, optimizer, scheduler, loader, device, state: DetState
     optimizer.zero_grad(set_to_none=True)
     for images, targets, n_skip in loader:
         skipped += n_skip
+        # proposal / RoI sampling of each micro-batch is seeded by its place in the global batch, so
+        # N devices and N accumulation steps sample alike (the sampler deals micro-batch a*world+rank)
+        torch.manual_seed(_step_seed(seed, state.step, micro_i * dist.world_size + dist.rank))
         if micro_i == 0:
-            torch.manual_seed(_step_seed(seed, state.step, dist.rank))
             guard.begin_step(model)
         last_micro = micro_i == accum_steps - 1
         if images:
