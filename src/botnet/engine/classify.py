@@ -49,12 +49,14 @@ class RunState:
     best_top1: float = -1.0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
+def resolve_device(name: str | torch.device) -> torch.device:
+    """"auto": CUDA when available, else CPU; other names as torch.device (CUDA must exist)."""
+    if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("run.device=cuda but no CUDA device is available")
-    return torch.device(name)
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(name)!r} asked for but no CUDA device is available")
+    return dev
 
 
 def _autocast(device: torch.device, amp_dtype):

@@ -17,6 +17,8 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
+from ..engine.classify import resolve_device
+
 __all__ = ["IMAGE_SUFFIXES", "expand_image_paths", "eval_transform", "predict_classifier", "resolve_device"]
 
 log = logging.getLogger("botnet.inference")
@@ -53,15 +55,6 @@ def eval_transform(card: dict) -> v2.Compose:
         v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(card["mean"]), list(card["std"])),
     ])
 
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """"auto": CUDA when available, else CPU; other names as torch.device (CUDA must exist)."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(name)!r} asked for but no CUDA device is available")
-    return dev
 
 
 @torch.no_grad()
