@@ -109,44 +109,59 @@ def _profile_paper(args: argparse.Namespace) -> int:
     return 1 if n_bad else 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Exit codes: 0 done (or preempted by SIGTERM/SIGUSR1 after saving a checkpoint); 2 bad
-    config, data or checkpoint, found before training starts; 1 the run failed (non-finite loss,
-    another rank died). Errors are one line on stderr, without a traceback."""
-    from .config import ConfigError, apply_overrides, load_config, validate_config
+def load_run_config(args: argparse.Namespace, cls=None):
+    """The recipe of a training command (``add_run_arguments``) with --data, --output, --set and
+    KEY=VALUE applied; a --resume file that does not exist is a ``ConfigError``."""
+    from .config import ConfigError, TrainConfig, apply_overrides, load_config
 
-    try:
-        cfg = load_config(args.config)
-        overrides = list(args.set or []) + list(args.overrides or [])
-        if args.data is not None:
-            overrides.append(f"data.root={args.data}")
-        if args.output is not None:
-            overrides.append(f"run.output={args.output}")
-        apply_overrides(cfg, overrides)
-        validate_config(cfg)
-        if cfg.data.root is not None and not Path(cfg.data.root).is_dir():
-            raise ConfigError(f"data folder {cfg.data.root!r} not found (expected ROOT/train/<class>/* and ROOT/val/<class>/*)")
-        model_entrypoint(cfg.model.name)  # an unknown name raises, with suggestions
-        if args.resume is not None and args.resume != "auto" and not Path(args.resume).is_file():
-            raise ConfigError(f"--resume {args.resume}: no such checkpoint file (give a checkpoint path or 'auto')")
-    except (ConfigError, ValueError) as e:
-        print(f"botnet train: {e}", file=sys.stderr)
-        return 2
-    from .engine.classify import train
+    cfg = load_config(args.config, cls or TrainConfig)
+    overrides = list(args.set or []) + list(args.overrides or [])
+    if args.data is not None:
+        overrides.append(f"data.root={args.data}")
+    if args.output is not None:
+        overrides.append(f"run.output={args.output}")
+    apply_overrides(cfg, overrides)
+    if args.resume is not None and args.resume != "auto" and not Path(args.resume).is_file():
+        raise ConfigError(f"--resume {args.resume}: no such checkpoint file (give a checkpoint path or 'auto')")
+    return cfg
+
+
+def run_training(prog: str, train_fn, cfg, resume) -> int:
+    """Run ``train_fn(cfg, resume=...)`` and print its result as JSON. Exit codes: 0 done (or
+    preempted by SIGTERM/SIGUSR1 after saving a checkpoint); 2 bad setup found before training; 1 the
+    run failed (non-finite loss, another rank died). Errors are one line on stderr, no traceback."""
     from .engine.distributed import DistributedError
     from .engine.faults import NonFiniteError
 
     try:
-        result = train(cfg, resume=args.resume)
+        result = train_fn(cfg, resume=resume)
     except (ValueError, FileNotFoundError) as e:  # bad setup: one line, no traceback
-        print(f"botnet train: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
     except (NonFiniteError, DistributedError) as e:  # the run failed; the message says where and what is kept
-        print(f"botnet train: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
     if result:
         print(json.dumps({k: v for k, v in result.items() if k != "kind"}))
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Exit codes as ``run_training``; a bad recipe or option exits 2 before any work."""
+    from .config import ConfigError, validate_config
+
+    try:
+        cfg = load_run_config(args)
+        validate_config(cfg)
+        if cfg.data.root is not None and not Path(cfg.data.root).is_dir():
+            raise ConfigError(f"data folder {cfg.data.root!r} not found (expected ROOT/train/<class>/* and ROOT/val/<class>/*)")
+        model_entrypoint(cfg.model.name)  # an unknown name raises, with suggestions
+    except (ConfigError, ValueError) as e:
+        print(f"botnet train: {e}", file=sys.stderr)
+        return 2
+    from .engine.classify import train
+
+    return run_training("botnet train", train, cfg, args.resume)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

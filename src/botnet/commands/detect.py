@@ -11,20 +11,14 @@ __all__ = ["register"]
 
 
 def cmd_det_train(args: argparse.Namespace) -> int:
-    """Exit codes: 0 done (or preempted by SIGTERM/SIGUSR1 after saving a checkpoint); 2 bad config,
-    data or checkpoint, found before training; 1 the run failed (non-finite loss, a rank died)."""
-    from ..config import ConfigError, apply_overrides, load_config
+    """Exit codes as ``botnet.cli.run_training``; a bad recipe or option exits 2 before any work."""
+    from ..cli import load_run_config, run_training
+    from ..config import ConfigError
     from ..detection import parse_detector_name
     from ..detection.config import DetTrainConfig
 
     try:
-        cfg = load_config(args.config, DetTrainConfig)
-        overrides = list(args.set or []) + list(args.overrides or [])
-        if args.data is not None:
-            overrides.append(f"data.root={args.data}")
-        if args.output is not None:
-            overrides.append(f"run.output={args.output}")
-        apply_overrides(cfg, overrides)
+        cfg = load_run_config(args, DetTrainConfig)
         root = cfg.data.root
         if root is not None:
             for split in (cfg.data.train_split, cfg.data.val_split):
@@ -33,25 +27,12 @@ def cmd_det_train(args: argparse.Namespace) -> int:
                     raise ConfigError(f"data folder {root!r} lacks {split}/ or annotations/instances_{split}.json "
                                       f"(expected ROOT/<split>/<images> and ROOT/annotations/instances_<split>.json)")
         parse_detector_name(cfg.model.name)
-        if args.resume is not None and args.resume != "auto" and not Path(args.resume).is_file():
-            raise ConfigError(f"--resume {args.resume}: no such checkpoint file (give a checkpoint path or 'auto')")
     except (ConfigError, ValueError) as e:
         print(f"botnet det-train: {e}", file=sys.stderr)
         return 2
     from ..engine.detect import train_detector
-    from ..engine.distributed import DistributedError
-    from ..engine.faults import NonFiniteError
 
-    try:
-        result = train_detector(cfg, resume=args.resume)
-    except (ValueError, FileNotFoundError) as e:  # bad setup, found before training: one line, no traceback
-        print(f"botnet det-train: {e}", file=sys.stderr)
-        return 2
-    except (NonFiniteError, DistributedError) as e:  # the run failed; the message says where and what is kept
-        print(f"botnet det-train: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({k: v for k, v in result.items() if k != "kind"}))
-    return 0
+    return run_training("botnet det-train", train_detector, cfg, args.resume)
 
 
 def cmd_det_eval(args: argparse.Namespace) -> int:
