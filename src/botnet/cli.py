@@ -141,8 +141,10 @@ def run_training(prog: str, train_fn, cfg, resume) -> int:
     except (NonFiniteError, DistributedError) as e:  # the run failed; the message says where and what is kept
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
-    if result:
-        print(json.dumps({k: v for k, v in result.items() if k != "kind"}))
+    if result:  # one write of one line: under torchrun every rank prints into the same pipe
+        sys.stdout.flush()
+        sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "kind"}) + "\n")
+        sys.stdout.flush()
     return 0
 
 
