@@ -153,11 +153,11 @@ def test_attention_rows_sum_to_one():
 
 def test_kernel_selection():
     m = MHSA2d(16, 4, 4)
-    assert m.resolved_kernel(torch.device("cpu")) == "reference"
+    assert m.resolved_kernel(torch.device("cpu")) == "chunked"
     assert m.resolved_kernel(torch.device("cuda")) == "sdpa_fold"
     with use_kernel("sdpa_bias"):
         assert m.resolved_kernel(torch.device("cpu")) == "sdpa_bias"
-    assert m.resolved_kernel(torch.device("cpu")) == "reference"
+    assert m.resolved_kernel(torch.device("cpu")) == "chunked"
     with pytest.raises(ValueError, match="kernel must be one of"):
         MHSA2d(16, 4, 4, kernel="flash")
     with pytest.raises(ValueError, match="kernel must be one of"):
@@ -182,3 +182,88 @@ def test_counter_counts_the_reference_math_whatever_the_kernel():
             w = Wrap(kernel)
         counts.add(count_madds(w, 8, in_chans=1))
     assert len(counts) == 1
+
+
+@pytest.mark.parametrize("pos_enc,content", SWITCHES)
+@pytest.mark.parametrize("chunk_bytes,save_bytes", [(1, 0), (2 * 15 * 15 * 4 * 2, 0), (1 << 30, 1 << 30)])
+def test_chunked_blocks_and_recompute_match_bruteforce(monkeypatch, pos_enc, content, chunk_bytes, save_bytes):
+    """The chunked kernel with one query per block, two blocks, and one block with P kept."""
+    from botnet.layers import chunked_attn
+
+    monkeypatch.setattr(chunked_attn, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(chunked_attn, "SAVE_BYTES", save_bytes)
+    torch.manual_seed(6)
+    m = MHSA2d(16, num_heads=2, feat_size=(3, 5), pos_enc=pos_enc, content=content, kernel="chunked")
+    x = torch.randn(2, 16, 3, 5)
+    (o1, gx1, gp1), (o2, gx2, gp2) = _pair(m, x)
+    torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx1, gx2, atol=1e-5, rtol=1e-5)
+    for name in gp1:
+        torch.testing.assert_close(gp1[name], gp2[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("save_bytes", [0, 1 << 30])
+def test_chunked_long_rows_match_reference(monkeypatch, save_bytes):
+    """Rows of 576 keys (the in-place softmax and its backward over long vectorised rows), 4 blocks."""
+    from botnet.layers import chunked_attn
+
+    monkeypatch.setattr(chunked_attn, "CHUNK_BYTES", 2 * 2 * 576 * 4 * 144)
+    monkeypatch.setattr(chunked_attn, "SAVE_BYTES", save_bytes)
+    torch.manual_seed(7)
+    m = MHSA2d(32, 2, feat_size=24)
+    x = torch.randn(2, 32, 24, 24)
+    g = torch.randn_like(x)
+    res = []
+    for kernel in ("reference", "chunked"):
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        with use_kernel(kernel):
+            out = m(xi)
+        out.backward(g)
+        res.append((out.detach(), xi.grad, [p.grad.clone() for p in m.parameters()]))
+    (o1, g1, p1), (o2, g2, p2) = res
+    torch.testing.assert_close(o2, o1, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(g2, g1, atol=2e-5, rtol=1e-5)
+    for a, b in zip(p1, p2):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    with torch.no_grad(), use_kernel("chunked"):
+        torch.testing.assert_close(m(x), o1, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("content", [True, False])
+def test_chunked_with_qkv_bias_matches_reference_kernel(content):
+    torch.manual_seed(9)
+    m = MHSA2d(16, 2, feat_size=(3, 5), content=content, qkv_bias=True)
+    torch.nn.init.normal_(m.qkv.bias)
+    x = torch.randn(2, 16, 3, 5)
+    res = []
+    for kernel in ("reference", "chunked"):
+        m.zero_grad()
+        with use_kernel(kernel):
+            out = m(x)
+        out.sum().backward()
+        res.append((out.detach(), m.qkv.bias.grad.clone(), m.qkv.weight.grad.clone()))
+    for a, b in zip(*res):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_attention_rejects_bad_inputs():
+    from botnet.layers.chunked_attn import chunked_attention
+
+    qkv = torch.randn(2, 3, 4, 6)
+    with pytest.raises(ValueError, match="both position logits"):
+        chunked_attention(qkv, torch.randn(2, 6, 2), None)
+    with pytest.raises(ValueError, match="must cover the 6 keys"):
+        chunked_attention(qkv, torch.randn(2, 6, 2), torch.randn(2, 6, 2))
+    with pytest.raises(ValueError, match="needs content logits"):
+        chunked_attention(qkv[:, :2], None, None, has_k=False)
+
+
+@pytest.mark.parametrize("pos_enc,content", SWITCHES)
+def test_scripted_layer_runs_the_reference(pos_enc, content):
+    torch.manual_seed(8)
+    m = MHSA2d(16, 2, feat_size=(3, 5), pos_enc=pos_enc, content=content).eval()
+    scripted = torch.jit.script(m)
+    x = torch.randn(2, 16, 3, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), mhsa_reference(m, x), atol=1e-5, rtol=1e-5)

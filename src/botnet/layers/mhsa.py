@@ -11,18 +11,22 @@ BoTNet: "Bottleneck Transformers for Visual Recognition", Srinivas et al., arXiv
 - no output projection: the heads are concatenated back to (B, C, H, W).
 
 The position logits of a query split into a row part (one value per key row, H) and a column
-part (W), so they never need an N x N table of offsets. Three exact kernels compute the layer:
+part (W), so they never need an N x N table of offsets. Four exact kernels compute the layer:
 
 - ``reference``: logits = q k^T + row[.., k] + col[.., l] materialised, softmax in float32, @ v;
+- ``chunked``: the same a block of queries at a time with a hand-written backward that recomputes
+  the block (``botnet.layers.chunked_attn``): the position logits enter the q k^T GEMM as its
+  ``C`` operand, softmax and its backward run in place, and the largest temporary is one block;
 - ``sdpa_bias``: ``scaled_dot_product_attention`` with the position logits as an additive mask;
 - ``sdpa_fold``: the position terms folded into q and k, [q, row, col] . [k, onehot(k), onehot(l)],
   so ``scaled_dot_product_attention`` runs without a mask and picks its fused kernels.
 
-``kernel="auto"`` (the default) takes ``reference`` on CPU, where it measured fastest at 14x14 to
-64x64 on our 2-core machine, and ``sdpa_fold`` on GPUs, where a mask-free SDPA can use the fused
-flash / memory-efficient kernels (not yet benchmarked here). ``use_kernel(name)`` overrides every
-layer inside a ``with`` block (the counter uses ``reference``, whose matmuls are the paper's M.Adds).
-All three match the brute-force reference (tests/layers/test_mhsa.py).
+``kernel="auto"`` (the default) takes ``chunked`` on CPU, where it measured fastest from 14x14 to
+64x64 in training and inference on our 2-core machine (docs/benchmarks.md), and ``sdpa_fold`` on
+GPUs, where a mask-free SDPA can use the fused flash / memory-efficient kernels.
+``use_kernel(name)`` overrides every layer inside a ``with`` block (the counter uses ``reference``,
+whose matmuls are the paper's M.Adds). A scripted layer (``torch.jit.script``) always runs
+``reference``. All four match the brute-force reference (tests/layers/test_mhsa.py).
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunked_attn import chunked_attention
 from .pos_embed import AbsPosEmb2d, RelPosEmb2d
 
 __all__ = ["MHSA2d", "POS_ENCODINGS", "KERNELS", "use_kernel"]
 
 POS_ENCODINGS = ("relative", "absolute", "none")
-KERNELS = ("auto", "reference", "sdpa_bias", "sdpa_fold")
+KERNELS = ("auto", "reference", "chunked", "sdpa_bias", "sdpa_fold")
 _forced_kernel: str | None = None
 
 
@@ -74,7 +79,7 @@ class MHSA2d(nn.Module):
         content: include the content logits q k^T. ``content=False`` with ``pos_enc="relative"`` is
             Table 4's "qr only" ablation; the key projection is then not built at all.
         qkv_bias: bias in the q/k/v projection (False in the paper).
-        kernel: "auto", "reference", "sdpa_bias" or "sdpa_fold" (see the module docstring).
+        kernel: "auto", "reference", "chunked", "sdpa_bias" or "sdpa_fold" (see the module docstring).
 
     Shapes: input (B, C, H, W) -> output (B, C, H, W).
     """
@@ -127,18 +132,31 @@ class MHSA2d(nn.Module):
         """x: (B, C, H, W) -> q (scaled), k, v, each (B, heads, H*W, head_dim); k is None without content."""
         b, _, h, w = x.shape
         qkv = self.qkv(x).reshape(b, self.num_proj, self.num_heads, self.head_dim, h * w)
-        qkv = qkv.transpose(-1, -2)  # (B, P, heads, N, d)
-        q = qkv[:, 0] * self.scale
-        k = qkv[:, 1] if self.content else None
-        return q, k, qkv[:, -1]
+        parts = qkv.transpose(-1, -2).unbind(1)  # P x (B, heads, N, d); unbind has a cheap backward
+        q = parts[0] * self.scale
+        k = parts[1] if self.content else None
+        return q, k, parts[-1]
+
+    def heads_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> (B * heads, P, head_dim, H*W): the projection with q scaled, computed
+        with the weight rows reordered head-major so that batch x heads is one strided axis."""
+        b, c, h, w = x.shape
+        p, n, d = self.num_proj, self.num_heads, self.head_dim
+        wt = self.qkv.weight.view(p, n, d, c)
+        wt = torch.cat([wt[:1] * self.scale, wt[1:]], 0).transpose(0, 1).reshape(n * p * d, c, 1, 1)
+        bias = self.qkv.bias
+        if bias is not None:
+            bias = bias.view(p, n, d)
+            bias = torch.cat([bias[:1] * self.scale, bias[1:]], 0).transpose(0, 1).reshape(-1)
+        return F.conv2d(x, wt, bias).reshape(b * n, p, d, h * w)  # a copy only for channels_last input
 
     def attention_logits(self, q: torch.Tensor, k: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
         """Logits (B, heads, N, N) for queries (rows) over keys (columns)."""
-        logits = q @ k.transpose(-1, -2) if k is not None else None
-        if self.pos is not None:
-            pos = self.pos(q, size)
-            logits = pos if logits is None else logits + pos
-        return logits
+        if self.pos is None:
+            assert k is not None  # the constructor refuses content=False without a position encoding
+            return q @ k.transpose(-1, -2)
+        pos = self.pos(q, size)
+        return pos if k is None else q @ k.transpose(-1, -2) + pos
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """Attention weights (B, heads, N, N), softmax over keys; N = H*W in row-major order."""
@@ -149,17 +167,36 @@ class MHSA2d(nn.Module):
     def resolved_kernel(self, device: torch.device) -> str:
         k = _forced_kernel or self.kernel
         if k == "auto":
-            return "reference" if device.type == "cpu" else "sdpa_fold"
+            return "chunked" if device.type == "cpu" else "sdpa_fold"
         return k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.forward_reference(x)
+        return self.forward_kernel(x, self.resolved_kernel(x.device))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.split_heads(x)
-        kernel = self.resolved_kernel(x.device)
+        logits = self.attention_logits(q, k, (h, w))
+        out = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype) @ v
+        return out.transpose(-1, -2).reshape(b, c, h, w)
+
+    @torch.jit.unused
+    def forward_kernel(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
         if kernel == "reference":
-            logits = self.attention_logits(q, k, (h, w))
-            out = torch.softmax(logits, dim=-1, dtype=torch.float32).to(v.dtype) @ v
-        elif kernel == "sdpa_bias" and k is not None:
+            return self.forward_reference(x)
+        b, c, h, w = x.shape
+        if kernel == "chunked":
+            qkv = self.heads_qkv(x)
+            row = col = None
+            if self.pos is not None:
+                q = qkv[:, 0].view(b, self.num_heads, self.head_dim, h * w).transpose(-1, -2)
+                row, col = self.pos.axis_logits(q, (h, w))
+                row, col = row.reshape(b * self.num_heads, h * w, h), col.reshape(b * self.num_heads, h * w, w)
+            return chunked_attention(qkv, row, col, has_k=self.content).view(b, c, h, w)
+        q, k, v = self.split_heads(x)
+        if kernel == "sdpa_bias" and k is not None:
             bias = self.pos(q, (h, w)) if self.pos is not None else None  # (B, heads, N, N), q's dtype
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
         else:  # sdpa_fold (also sdpa_bias without content logits, which has no q k^T to add a bias to)
