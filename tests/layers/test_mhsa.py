@@ -250,13 +250,15 @@ def test_chunked_with_qkv_bias_matches_reference_kernel(content):
 def test_chunked_attention_rejects_bad_inputs():
     from botnet.layers.chunked_attn import chunked_attention
 
-    qkv = torch.randn(2, 3, 4, 6)
+    q, kv = torch.randn(2, 4, 6), torch.randn(2, 2, 4, 6)
     with pytest.raises(ValueError, match="both position logits"):
-        chunked_attention(qkv, torch.randn(2, 6, 2), None)
+        chunked_attention(q, kv, torch.randn(2, 6, 2), None)
     with pytest.raises(ValueError, match="must cover the 6 keys"):
-        chunked_attention(qkv, torch.randn(2, 6, 2), torch.randn(2, 6, 2))
+        chunked_attention(q, kv, torch.randn(2, 6, 2), torch.randn(2, 6, 2))
     with pytest.raises(ValueError, match="needs content logits"):
-        chunked_attention(qkv[:, :2], None, None, has_k=False)
+        chunked_attention(q, kv[:, 1:], None, None, has_k=False)
+    with pytest.raises(ValueError, match="kv must hold k and v"):
+        chunked_attention(q, kv[:, 1:], torch.randn(2, 6, 2), torch.randn(2, 6, 3))
 
 
 @pytest.mark.parametrize("pos_enc,content", SWITCHES)

@@ -13,9 +13,11 @@ recomputes S and P block by block from q, k and the per-axis logits (flash-atten
 uses ``_softmax_backward_data`` for dS = P * (dP - sum(dP * P)). When the whole attention is small
 (``save_bytes``), P is kept from the forward instead and nothing is recomputed.
 
-q, k and v arrive as one tensor qkv of shape (G, P, d, N) laid out as the 1x1 projection writes
-them (channel-major, P = 3 for [q, k, v] or 2 for [q, v]); every matmul reads them through strided
-views, so nothing is transposed into a copy. The output is (G, d_v, N), which is (B, C, H, W) as
+q arrives as (G, d, N) and k, v as one tensor kv of shape (G, P, d, N) (P = 2 for [k, v], 1 for
+[v] alone), channel-major as the 1x1 projection writes them; every matmul reads them through
+strided views, so nothing is transposed into a copy. (q is separate because the position logits
+are computed from it outside: autograd then adds two q-sized gradients instead of scattering into
+a zero-filled copy of the whole projection.) The output is (G, d_v, N), which is (B, C, H, W) as
 a view.
 
 Exact: the same sums as the ``reference`` kernel in another order (tests/layers/test_mhsa.py
@@ -47,14 +49,14 @@ def _softmax_backward_(dp: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch._softmax_backward_data(dp, p, -1, p.dtype)
 
 
-def _logits(qkv, lh, lw, has_k: bool, s: int, e: int) -> torch.Tensor:
+def _logits(q, kv, lh, lw, has_k: bool, s: int, e: int) -> torch.Tensor:
     """Logits of queries s:e over all keys: (G, e - s, N)."""
-    g, _, _, n = qkv.shape
-    q = qkv[:, 0, :, s:e].transpose(1, 2)  # (G, c, d), a strided view
+    g, _, n = q.shape
+    qc = q[:, :, s:e].transpose(1, 2)  # (G, c, d), a strided view
     if lh is not None:
         logits = (lh[:, s:e, :, None] + lw[:, s:e, None, :]).view(g, e - s, n)
-        return logits.baddbmm_(q, qkv[:, 1]) if has_k else logits
-    return torch.bmm(q, qkv[:, 1])
+        return logits.baddbmm_(qc, kv[:, 0]) if has_k else logits
+    return torch.bmm(qc, kv[:, 0])
 
 
 def _block_rows(g: int, n: int, elem: int, chunk_bytes: int) -> int:
@@ -63,41 +65,41 @@ def _block_rows(g: int, n: int, elem: int, chunk_bytes: int) -> int:
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv, lh, lw, has_k: bool, chunk_bytes: int, save_bytes: int):
-        g, _, _, n = qkv.shape
-        elem = qkv.element_size()
+    def forward(ctx, q, kv, lh, lw, has_k: bool, chunk_bytes: int, save_bytes: int):
+        g, _, n = q.shape
+        elem = q.element_size()
         rows = _block_rows(g, n, elem, chunk_bytes)
         outs, p = [], None
-        v = qkv[:, -1]  # (G, dv, N)
+        v = kv[:, -1]  # (G, dv, N)
         for s in range(0, n, rows):
             e = min(s + rows, n)
-            p = _softmax_(_logits(qkv, lh, lw, has_k, s, e))
+            p = _softmax_(_logits(q, kv, lh, lw, has_k, s, e))
             outs.append(torch.bmm(v, p.transpose(1, 2)))  # (G, dv, c)
         out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
         keep_p = rows >= n and g * n * n * elem <= save_bytes
         ctx.has_k, ctx.rows = has_k, rows
         ctx.has_pos = lh is not None
         if keep_p:
-            ctx.save_for_backward(qkv, lh, lw, p)
+            ctx.save_for_backward(q, kv, lh, lw, p)
         else:
-            ctx.save_for_backward(qkv, lh, lw)
+            ctx.save_for_backward(q, kv, lh, lw)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         saved = ctx.saved_tensors
-        qkv, lh, lw = saved[:3]
-        kept = saved[3] if len(saved) == 4 else None
+        q, kv, lh, lw = saved[:4]
+        kept = saved[4] if len(saved) == 5 else None
         has_k, rows = ctx.has_k, ctx.rows
-        g, nproj, d, n = qkv.shape
+        g, d, n = q.shape
         grad_out = grad_out.contiguous()  # (G, dv, N)
-        v = qkv[:, -1]
+        v = kv[:, -1]
         dv = torch.zeros_like(v)
-        dk = torch.zeros_like(qkv[:, 1]) if has_k else None
+        dk = torch.zeros_like(kv[:, 0]) if has_k else None
         dqs, dhs, dws = [], [], []
         for s in range(0, n, rows):
             e = min(s + rows, n)
-            p = kept if kept is not None else _softmax_(_logits(qkv, lh, lw, has_k, s, e))  # (G, c, N)
+            p = kept if kept is not None else _softmax_(_logits(q, kv, lh, lw, has_k, s, e))  # (G, c, N)
             go = grad_out[:, :, s:e]  # (G, dv, c)
             dv.baddbmm_(go, p)
             ds = _softmax_backward_(torch.bmm(go.transpose(1, 2), v), p)  # (G, c, N)
@@ -106,26 +108,28 @@ class _ChunkedAttention(torch.autograd.Function):
                 dhs.append(d4.sum(-1))
                 dws.append(d4.sum(-2))
             if has_k:
-                dqs.append(torch.bmm(qkv[:, 1], ds.transpose(1, 2)))  # (G, d, c)
-                dk.baddbmm_(qkv[:, 0, :, s:e], ds)
-            else:
-                dqs.append(qkv.new_zeros(g, d, e - s))
-        dq = dqs[0] if len(dqs) == 1 else torch.cat(dqs, 2)
-        dqkv = torch.stack([dq, dk, dv] if has_k else [dq, dv], 1)
+                dqs.append(torch.bmm(kv[:, 0], ds.transpose(1, 2)))  # (G, d, c)
+                dk.baddbmm_(q[:, :, s:e], ds)
+        dq = None
+        if has_k:
+            dq = dqs[0] if len(dqs) == 1 else torch.cat(dqs, 2)
+        dkv = torch.stack([dk, dv], 1) if has_k else dv[:, None]
         dlh = dlw = None
         if ctx.has_pos:
             dlh = dhs[0] if len(dhs) == 1 else torch.cat(dhs, 1)
             dlw = dws[0] if len(dws) == 1 else torch.cat(dws, 1)
-        return dqkv, dlh, dlw, None, None, None
+        return dq, dkv, dlh, dlw, None, None, None
 
 
-def chunked_attention(qkv: torch.Tensor, row: torch.Tensor | None, col: torch.Tensor | None, has_k: bool = True,
+def chunked_attention(q: torch.Tensor, kv: torch.Tensor, row: torch.Tensor | None, col: torch.Tensor | None,
+                      has_k: bool = True,
                       chunk_bytes: int | None = None, save_bytes: int | None = None) -> torch.Tensor:
     """softmax(q k^T + row + col) v, a block of queries at a time.
 
     Args:
-        qkv: (G, P, d, N): q (already scaled), k and v, channel-major (P = 3), or q and v (P = 2,
-            ``has_k=False``: position logits only). G = batch x heads, N = H*W row-major.
+        q: (G, d, N), already scaled. G = batch x heads, N = H*W row-major.
+        kv: (G, 2, d, N) k and v, or (G, 1, d_v, N) v alone with ``has_k=False`` (position
+            logits only).
         row: (G, N, H) logits of each query over the key rows, or None (no position logits).
         col: (G, N, W) logits over the key columns (None with ``row``).
         chunk_bytes: size of one (G, c, N) block of logits, c = chunk_bytes // (G * N * 4) queries
@@ -133,18 +137,20 @@ def chunked_attention(qkv: torch.Tensor, row: torch.Tensor | None, col: torch.Te
         save_bytes: keep P for the backward when the whole (G, N, N) attention fits in this
             (default: SAVE_BYTES).
     Returns:
-        (G, d, N), in qkv's dtype.
+        (G, d_v, N), in q's dtype.
     """
     if (row is None) != (col is None):
         raise ValueError("chunked_attention takes both position logits (row and col) or neither")
     if row is None and not has_k:
         raise ValueError("chunked_attention needs content logits (has_k) or position logits")
-    if row is not None and row.shape[-1] * col.shape[-1] != qkv.shape[-1]:
-        raise ValueError(f"row ({row.shape[-1]}) x col ({col.shape[-1]}) logits must cover the {qkv.shape[-1]} keys")
-    dtype = qkv.dtype
+    if row is not None and row.shape[-1] * col.shape[-1] != q.shape[-1]:
+        raise ValueError(f"row ({row.shape[-1]}) x col ({col.shape[-1]}) logits must cover the {q.shape[-1]} keys")
+    if kv.shape[1] != (2 if has_k else 1):
+        raise ValueError(f"kv must hold {'k and v' if has_k else 'v'} on axis 1, got {kv.shape[1]} tensors")
+    dtype = q.dtype
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    with torch.autocast(qkv.device.type, enabled=False):
-        args = [t if t is None else t.to(work) for t in (qkv, row, col)]
+    with torch.autocast(q.device.type, enabled=False):
+        args = [t if t is None else t.to(work) for t in (q, kv, row, col)]
         out = _ChunkedAttention.apply(*args, has_k, CHUNK_BYTES if chunk_bytes is None else chunk_bytes,
                                       SAVE_BYTES if save_bytes is None else save_bytes)
     return out.to(dtype)

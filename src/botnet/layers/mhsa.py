@@ -188,13 +188,14 @@ class MHSA2d(nn.Module):
             return self.forward_reference(x)
         b, c, h, w = x.shape
         if kernel == "chunked":
-            qkv = self.heads_qkv(x)
+            q, kv = self.heads_qkv(x).split([1, self.num_proj - 1], 1)
+            q = q.squeeze(1)  # (B * heads, d, N)
             row = col = None
             if self.pos is not None:
-                q = qkv[:, 0].view(b, self.num_heads, self.head_dim, h * w).transpose(-1, -2)
-                row, col = self.pos.axis_logits(q, (h, w))
+                q4 = q.view(b, self.num_heads, self.head_dim, h * w).transpose(-1, -2)
+                row, col = self.pos.axis_logits(q4, (h, w))
                 row, col = row.reshape(b * self.num_heads, h * w, h), col.reshape(b * self.num_heads, h * w, w)
-            return chunked_attention(qkv, row, col, has_k=self.content).view(b, c, h, w)
+            return chunked_attention(q, kv, row, col, has_k=self.content).view(b, c, h, w)
         q, k, v = self.split_heads(x)
         if kernel == "sdpa_bias" and k is not None:
             bias = self.pos(q, (h, w)) if self.pos is not None else None  # (B, heads, N, N), q's dtype
