@@ -3,8 +3,8 @@
 Shapes (non-square maps, 1-pixel rows, maps of another size than ``feat_size``), dtypes (float32,
 float64, bfloat16) and values (zeros, tiny, large magnitudes): the output has the right shape and
 dtype and is finite wherever the input is; the three MHSA kernels agree; impossible configurations
-raise ``ValueError``. Known gaps are strict xfails at the end: fixing one turns its test into a failure
-that says to drop the marker.
+raise ``ValueError`` (the last tests cover the gaps fuzzing found: non-positive heads, head_dim 0,
+modules with 0 inner channels, an odd map into a stride-2 BoT block).
 """
 
 import pytest
@@ -148,33 +148,28 @@ def test_impossible_configurations_raise_value_error(make, match):
         make()
 
 
-# Known gaps (layers/ is not part of the reliability change; see docs/reliability.md).
-GAP = "layer gap found by fuzzing; fix in src/botnet/layers and drop this marker"
+# Gaps fuzzing found, now refused with a ValueError.
 
 
-@pytest.mark.xfail(strict=True, raises=(ZeroDivisionError, RuntimeError), reason=f"num_heads <= 0: {GAP}")
 @pytest.mark.parametrize("heads", [0, -2])
-def test_gap_non_positive_heads(heads):
+def test_refuses_non_positive_heads(heads):
     with pytest.raises(ValueError):
         MHSA2d(8, num_heads=heads)
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=f"head_dim 0: {GAP}")
-def test_gap_zero_head_dim():
+def test_refuses_zero_head_dim():
     with pytest.raises(ValueError):
         RelPosEmb2d(4, 0)
 
 
-@pytest.mark.xfail(strict=True, reason=f"SEModule(0) and NonLocal2d(1) (0 inner channels) build silently: {GAP}")
-def test_gap_zero_channels():
+def test_refuses_zero_channels():
     with pytest.raises(ValueError):
         SEModule(0)
     with pytest.raises(ValueError):
         NonLocal2d(1)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=f"odd map into a stride-2 BoT block: shape error in the add: {GAP}")
-def test_gap_stride_two_block_on_odd_map():
+def test_refuses_stride_two_block_on_odd_map():
     block = BoTBlock(16, 4, stride=2, feat_size=5, num_heads=2).eval()
     with pytest.raises(ValueError):
         block(torch.randn(1, 16, 5, 5))

@@ -136,6 +136,7 @@ class BoTBlock(_Residual):
         self.conv1 = nn.Conv2d(in_chs, planes, 1, bias=False)
         self.bn1 = norm_layer(planes)
         self.act1 = act_layer()
+        self.stride = stride
         self.attn = MHSA2d(planes, num_heads=num_heads, feat_size=feat_size, pos_enc=pos_enc, content=content)
         self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
         self.bn2 = norm_layer(planes)
@@ -143,6 +144,8 @@ class BoTBlock(_Residual):
         self._init_tail(planes, in_chs, stride, se, act_layer, norm_layer, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 2 and (x.shape[-2] % 2 or x.shape[-1] % 2):
+            raise ValueError(f"a stride-2 BoTBlock needs an even input height and width, got {x.shape[-2]}x{x.shape[-1]}")
         y = self.act1(self.bn1(self.conv1(x)))
         y = self.act2(self.bn2(self.pool(self.attn(y))))
         return self._tail(y, x)

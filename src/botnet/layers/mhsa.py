@@ -100,6 +100,8 @@ class MHSA2d(nn.Module):
         self.kernel = kernel
         if pos_enc not in POS_ENCODINGS:
             raise ValueError(f"pos_enc must be one of {POS_ENCODINGS}, got {pos_enc!r}")
+        if num_heads < 1 or dim < num_heads:
+            raise ValueError(f"MHSA2d needs 1 <= num_heads <= dim, got num_heads={num_heads}, dim={dim}")
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         if not content and pos_enc == "none":

@@ -40,6 +40,9 @@ class NonLocal2d(nn.Module):
     ):
         super().__init__()
         ci = inter_channels or channels // 2
+        if channels < 1 or ci < 1:
+            raise ValueError(f"NonLocal2d needs at least 1 channel and 1 inner channel, got channels={channels}, "
+                             f"inter_channels={ci} (channels // 2 by default)")
         self.theta = nn.Conv2d(channels, ci, 1)
         self.phi = nn.Conv2d(channels, ci, 1)
         self.g = nn.Conv2d(channels, ci, 1) if value_proj else None

@@ -70,6 +70,8 @@ class _PosEmb2d(nn.Module):
         self.feat_size = _as_pair(feat_size)
         if min(self.feat_size) < 1:
             raise ValueError(f"feat_size must be positive, got {self.feat_size}")
+        if head_dim < 1:
+            raise ValueError(f"head_dim must be positive, got {head_dim}")
         self.head_dim = head_dim
 
     def _table_len(self, size: int) -> int:

@@ -27,6 +27,8 @@ class SEModule(nn.Module):
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, act_layer: Callable[..., nn.Module] = nn.ReLU):
         super().__init__()
+        if channels < 1:
+            raise ValueError(f"SEModule needs at least 1 channel, got {channels}")
         rd = max(1, int(round(channels * rd_ratio)))
         self.fc1 = nn.Conv2d(channels, rd, kernel_size=1, bias=True)
         self.act = act_layer()
