@@ -76,8 +76,16 @@ def register_exporter(kind: str, fmt: str):
     return deco
 
 
+# modules that register the exporters of other kinds when imported
+_EXPORTER_MODULES = {"detection": "botnet.detection.export"}
+
+
 def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, kind: str = "classification", **options) -> ExportResult:
     """Export ``model`` (a ``kind`` model) to ``path`` in format ``fmt``; see ``EXPORTERS``."""
+    if kind in _EXPORTER_MODULES and not any(k == kind for k, _ in EXPORTERS):
+        import importlib
+
+        importlib.import_module(_EXPORTER_MODULES[kind])
     fn = EXPORTERS.get((kind, fmt))
     if fn is None:
         have = sorted(f for k, f in EXPORTERS if k == kind)

@@ -1,5 +1,6 @@
 """``botnet export``: a checkpoint (or a randomly initialised model) to ONNX, TorchScript or
-safetensors, checked against PyTorch after export."""
+safetensors, checked against PyTorch after export. Detection checkpoints go to
+``botnet.detection.export.run_export``."""
 
 from __future__ import annotations
 
@@ -60,13 +61,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a classifier to ONNX / TorchScript / safetensors, checked against PyTorch",
+    p = sub.add_parser("export", help="export a classifier or detector to ONNX / TorchScript / safetensors, checked "
+                                      "against PyTorch",
                        description="Export a checkpoint (or a registered model with random weights) and check the "
-                                   "exported file against PyTorch on a random input, in ONNX Runtime for ONNX: max "
-                                   "abs diff <= 1e-4 + 1e-4 x max |logit|. ONNX files have a dynamic batch axis and "
-                                   "a fixed H x W.")
+                                   "exported file against PyTorch, in ONNX Runtime for ONNX. Classifiers: on a random "
+                                   "input, max abs diff <= 1e-4 + 1e-4 x max |logit|; ONNX files have a dynamic batch "
+                                   "axis and a fixed H x W. Detectors (det-train checkpoints): on a built-in scene and "
+                                   "an empty scene, the same detections with boxes, scores and masks within 1e-4 + "
+                                   "1e-4 x max |output|; ONNX takes one (3, S, S) image, TorchScript keeps "
+                                   "torchvision's list-of-images API (docs/detection.md).")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="botnet train checkpoint, or a weight file with its card")
+    src.add_argument("--checkpoint", help="botnet train / det-train checkpoint, or a weight file with its card")
     src.add_argument("--model", help="a registered model name with random weights")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, metavar="FILE", help="e.g. model.onnx, model.pt, model.safetensors")

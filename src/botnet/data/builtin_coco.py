@@ -139,8 +139,9 @@ def _annotation(obj: dict[str, Any], visible: np.ndarray) -> dict[str, Any]:
             "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "iscrowd": 0}
 
 
-def draw_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> tuple[Image.Image, list[dict[str, Any]]]:
+def draw_scene(rng: np.random.Generator, size: int = IMAGE_SIZE, empty: bool = False) -> tuple[Image.Image, list[dict[str, Any]]]:
     """Draw one scene: a (size, size) RGB PIL image and the COCO annotations of its visible objects.
+    ``empty``: background and clutter only, no objects (as the scenes drawn empty by chance).
 
     Each annotation is a dict with ``category_id``, ``segmentation`` (polygon list or compressed
     RLE dict), ``area``, ``bbox`` ([x, y, width, height] of the mask) and ``iscrowd`` (0); ids are
@@ -150,7 +151,7 @@ def draw_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> tuple[Image.
     _clutter(ImageDraw.Draw(canvas), rng, size, int(rng.integers(0, 4)))
     pixels = np.asarray(canvas, dtype=np.float32).copy()
     kind = rng.random()
-    if kind < EMPTY_FRACTION:
+    if empty or kind < EMPTY_FRACTION:
         buckets = []
     elif kind < EMPTY_FRACTION + LARGE_FRACTION:  # one large object behind up to MAX_IN_FRONT others
         buckets = [2] + list(rng.choice(2, size=int(rng.integers(0, MAX_IN_FRONT + 1)), p=SIZE_ODDS))

@@ -42,9 +42,9 @@ class BackboneFPN(nn.Module):
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool(), norm_layer=norm_layer)
         self.out_channels = out_channels
 
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.body.forward_pyramid(x)
-        return self.fpn(OrderedDict((str(i), feats[k]) for i, k in enumerate(("c2", "c3", "c4", "c5"))))
+        return self.fpn(OrderedDict([("0", feats["c2"]), ("1", feats["c3"]), ("2", feats["c4"]), ("3", feats["c5"])]))
 
 
 def build_backbone(name: str, img_size: int, out_channels: int = 256, norm_layer: Callable[..., nn.Module] | None = None,

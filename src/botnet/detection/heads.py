@@ -35,11 +35,16 @@ class RPNHeadBN(RPNHead):
     def forward(self, x: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         if len(x) != self.num_levels:
             raise ValueError(f"RPNHeadBN was built for {self.num_levels} pyramid levels, got {len(x)}")
-        logits, deltas = [], []
-        for level, feature in enumerate(x):
-            t = feature
-            for conv, norms in zip(self.conv, self.norms):
-                t = torch.relu(norms[level](conv(t)))
+        # depth by depth over all levels: TorchScript indexes a ModuleList by literals only (norms[level] fails)
+        feats = x
+        for conv, norms in zip(self.conv, self.norms):
+            out: list[torch.Tensor] = []
+            for level, norm in enumerate(norms):
+                out.append(torch.relu(norm(conv(feats[level]))))
+            feats = out
+        logits: list[torch.Tensor] = []
+        deltas: list[torch.Tensor] = []
+        for t in feats:
             logits.append(self.cls_logits(t))
             deltas.append(self.bbox_pred(t))
         return logits, deltas

@@ -10,6 +10,7 @@ to each image's original size.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 __all__ = ["FixedSizeTransform"]
@@ -37,7 +38,8 @@ class FixedSizeTransform(GeneralizedRCNNTransform):
                     f"image of {img.shape[-2]}x{img.shape[-1]} is larger than the detector's fixed input "
                     f"{self.size}x{self.size}: training images must come cropped to it (botnet.data.build_det_transforms)"
                 )
-        batch = images[0].new_zeros((len(images), images[0].shape[0], self.size, self.size))
-        for img, pad in zip(images, batch):
-            pad[:, : img.shape[1], : img.shape[2]].copy_(img)
-        return batch
+        # Zero padding at the bottom and right by F.pad + stack, not by copying each image into a
+        # slice of a zeros batch: the ONNX exporter drops in-place copies into views (the batch
+        # stayed all zeros in the exported graph: every image gave the detections of a blank one),
+        # which is why torchvision's own batch_images switches to pad + stack when tracing.
+        return torch.stack([F.pad(img, [0, self.size - img.shape[-1], 0, self.size - img.shape[-2]]) for img in images])

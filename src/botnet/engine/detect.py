@@ -404,8 +404,20 @@ def _train(cfg: DetTrainConfig, resume, device, dist: DistInfo, log, preempt: Pr
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode on ``device``, checkpoint dict) from a ``botnet det-train`` checkpoint."""
-    ckpt = load_checkpoint(path)
+    """(model in eval mode on ``device``, checkpoint dict) from a ``botnet det-train`` checkpoint, or
+    from a .safetensors file with its card (``botnet export --format safetensors``; the dict is then
+    the card plus "model")."""
+    if Path(path).suffix.lower() == ".safetensors":
+        from ..models.weights import _read_file, read_card
+
+        weights = _read_file(path)  # FileNotFoundError / ValueError naming the file
+        card = read_card(path)
+        if card.get("kind") != "detection" or not card.get("config"):
+            raise ValueError(f"{path}: its card describes no detector (kind {card.get('kind')!r}); "
+                             "detector weights come from botnet export --format safetensors of a det-train checkpoint")
+        ckpt = {**card, "model": weights}
+    else:
+        ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "detection":
         raise ValueError(f"{path} is not a detection checkpoint of botnet det-train (kind: {ckpt.get('kind')!r})")
     cfg = config_from_dict(ckpt["config"], DetTrainConfig)

@@ -237,11 +237,16 @@ class ResNet(nn.Module):
             elif zero_init_last and isinstance(m, (Bottleneck, BoTBlock)):
                 m.zero_init_last()
 
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, 64, H/4, W/4)."""
+    @torch.jit.unused
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"expected input of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         self.check_input_size(tuple(x.shape[-2:]))
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, 64, H/4, W/4)."""
+        if not torch.jit.is_scripting():  # the readable errors; TorchScript (detectors) skips them
+            self._check_input(x)
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -251,12 +256,10 @@ class ResNet(nn.Module):
 
     def forward_pyramid(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The c2..c5 maps for detection: {"c2": (B, 256, H/4, W/4), ..., "c5": (B, 2048, H/s, W/s)}."""
-        x = self.stem(x)
-        out = {}
-        for i, name in enumerate(_STAGES):
-            x = getattr(self, f"layer{i + 1}")(x)
-            out[name] = x
-        return out
+        c2 = self.layer1(self.stem(x))
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        return {"c2": c2, "c3": c3, "c4": c4, "c5": self.layer4(c4)}  # stage by stage: TorchScript has no getattr
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, num_features, h, w) -> (B, num_classes), or the pooled (B, num_features) features."""

@@ -1,0 +1,418 @@
+"""Export detectors (Mask R-CNN / Faster R-CNN) to ONNX, TorchScript or safetensors, checked against PyTorch.
+
+The exporters register in ``botnet.export.EXPORTERS`` under kind "detection", so
+``export_model(model, path, fmt, kind="detection")`` reaches them; ``run_export(args)`` is
+``botnet export`` for ``det-train`` checkpoints.
+
+- **ONNX** (``torch.onnx.export(dynamo=False)``, the TorchScript-based exporter torchvision's own
+  tests use, opset 17 by default, 11 at least): input ``image``, one (3, S, S) float RGB image in
+  [0, 1] at the detector's size S (normalisation is inside the graph); outputs ``boxes`` (N, 4)
+  xyxy pixels, ``labels`` (N,) int64, ``scores`` (N,) and, for Mask R-CNN, ``masks`` (N, 1, S, S)
+  probabilities, with N dynamic (0 included).
+- **TorchScript** (``torch.jit.script`` of the whole detector): the torchvision API, a list of
+  (3, H, W) images of any size up to S x S; a scripted detector returns ``(losses, detections)``.
+- **safetensors**: the weights plus a card (``<stem>.json``) holding the ``det-train`` config,
+  classes and category ids; ``botnet.engine.detect.load_detector`` (so ``botnet predict`` and
+  ``det-eval``) rebuilds the detector from the pair.
+
+Every export is run back (ONNX Runtime on CPU, ``torch.jit.load``, or the rebuilt model) on the
+``check_images``: a built-in scene with objects and an empty built-in scene (background only: a
+trained detector finds nothing or little there). On each, the exported model must give the same
+detections with the same labels, in PyTorch's order, and boxes, scores and masks within
+``botnet.export``'s tolerance, ``1e-4 + 1e-4 x max |PyTorch output|`` per output (boxes: ~1e-2 px at
+S = 128; scores and mask probabilities, both in [0, 1]: at most 2e-4). Float rounding may only swap
+detections whose scores are within the tolerance of each other, or drop one that sits on the
+score threshold or the detections-per-image cut (``_check_detections``). Anything else raises
+``ExportError``. A uniform image is not a check image: its feature maps are equal at every
+location, so many anchors tie exactly in the RPN's top-k and NMS, and ONNX Runtime and PyTorch may
+break the ties differently (different but equally valid proposals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..export import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, _compare, _quiet, register_exporter
+from ..layers import use_kernel
+
+__all__ = ["check_images", "detector_outputs", "export_detector_onnx", "export_detector_torchscript",
+           "export_detector_safetensors", "run_export", "FORMATS", "MIN_OPSET"]
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+MIN_OPSET = 11  # RoIAlign, NonMaxSuppression and the mask-pasting loop need opset 11
+DET_CARD_FIELDS = ("config", "classes", "cat_ids", "metrics", "step", "epoch")
+
+
+def detector_outputs(model: nn.Module) -> tuple[str, ...]:
+    """The per-image outputs of a detector, in the order of the ONNX graph's outputs."""
+    has_mask = model.roi_heads.has_mask()
+    return ("boxes", "labels", "scores", "masks") if has_mask else ("boxes", "labels", "scores")
+
+
+def check_images(size: int) -> list[tuple[str, torch.Tensor]]:
+    """The images exports are checked on: ("scene", the first built-in validation scene with at
+    least two objects) and ("empty", a built-in background without objects), as (3, size, size)
+    float32 in [0, 1]. Deterministic (seeded by the built-in data's seed)."""
+    from torchvision.transforms.v2 import functional as F
+
+    from ..data.builtin import SEED
+    from ..data.builtin_coco import draw_scene
+
+    def tensor(img) -> torch.Tensor:
+        return F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
+
+    scene = None
+    for i in range(50):  # val split (index 1) of the built-in data
+        img, anns = draw_scene(np.random.default_rng([SEED, 1, i]), size)
+        if len(anns) >= 2:
+            scene = img
+            break
+    empty, _ = draw_scene(np.random.default_rng([SEED, 2, 0]), size, empty=True)
+    return [("scene", tensor(scene if scene is not None else img)), ("empty", tensor(empty))]
+
+
+def _prepare(model: nn.Module, img_size: int | None) -> tuple[nn.Module, int]:
+    """A CPU float32 eval copy of the detector and its input size S."""
+    if not hasattr(model, "roi_heads") or not hasattr(model, "transform"):
+        raise ValueError(f"{type(model).__name__} is not a torchvision detector (no roi_heads / transform)")
+    size = getattr(model, "img_size", None) or getattr(model.transform, "size", None)
+    if size is None:
+        raise ValueError("the detector has no fixed input size (img_size); build it with botnet.detection.create_detector")
+    if img_size is not None and (img_size if isinstance(img_size, int) else tuple(img_size)) not in (size, (size, size)):
+        raise ValueError(f"this detector takes {size}x{size} inputs (its BoT layers' relative tables are sized for "
+                         f"{size // 32}x{size // 32}); export it at that size (drop --img-size)")
+    return copy.deepcopy(model).float().cpu().eval(), int(size)
+
+
+@contextlib.contextmanager
+def _quiet_det():
+    """``_quiet`` plus torch's and torchvision's UserWarnings while tracing / scripting a detector
+    (torchvision's ONNX paths build tensors from traced sizes; the exporter notes that its
+    advanced-indexing export assumes non-negative indices, which nonzero / topk indices are)."""
+    with _quiet(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|torchvision)(\.|$)")
+        yield
+
+
+def _name(model: nn.Module) -> str:
+    return getattr(model, "detector_name", None) or type(model).__name__
+
+
+def _limits(model: nn.Module) -> tuple[float, int]:
+    """(box score threshold, detections per image) of a torchvision detector."""
+    return float(model.roi_heads.score_thresh), int(model.roi_heads.detections_per_img)
+
+
+def _check_detections(got: dict, ref: dict, keys, limits: tuple[float, int], atol: float, rtol: float, what: str) -> dict:
+    """Compare one image's detections (dicts of tensors) with PyTorch's; raise ExportError on a mismatch.
+
+    Detection i of PyTorch is matched to detection i of the export when both have the same label
+    and their box and score are within tolerance (``atol + rtol * max |PyTorch output|``); only
+    when that fails, to another unmatched detection j with the same label, box and score, and only
+    if PyTorch's detection j scores within the tolerance of detection i. So the order may differ
+    only among detections whose scores differ by less than the tolerance: their order comes from
+    float rounding (two scores 1.5e-8 apart came out swapped in ONNX Runtime on a random BoT50
+    Mask R-CNN). For the same reason, a detection whose score is within the tolerance of the
+    score threshold, or of the lowest kept score when ``detections_per_img`` are kept, may be
+    missing on either side. Everything else must match one to one, masks included.
+
+    Returns {"detections": N, "max_abs_diff": {key: d}, "tolerance": {key: t}, "reordered": n,
+    "borderline": n}."""
+    keys = [k for k in keys if k != "labels"]
+    ref = {k: v.detach().cpu() for k, v in ref.items()}
+    got = {k: torch.as_tensor(v).detach().cpu() for k, v in got.items()}
+    n_ref, n_got = len(ref["scores"]), len(got["scores"])
+    rec = {"detections": n_ref, "max_abs_diff": {}, "tolerance": {}, "reordered": 0, "borderline": 0}
+    if n_got != n_ref:
+        rec["detections_export"] = n_got
+    if n_ref == 0 and n_got == 0:
+        return rec
+    scale = {k: float(ref[k].abs().max()) if n_ref else float(got[k].abs().max()) for k in ("boxes", "scores")}
+    tol_s, tol_b = atol + rtol * scale["scores"], atol + rtol * scale["boxes"]
+    s_ref, s_got = ref["scores"].double(), got["scores"].double()
+    ok = ((s_ref[:, None] - s_got[None, :]).abs() <= tol_s) & (ref["labels"].long()[:, None] == got["labels"].long()[None, :])
+    box_diff = (ref["boxes"].double()[:, None] - got["boxes"].double()[None, :]).abs().amax(-1) if n_ref and n_got \
+        else torch.zeros(n_ref, n_got, dtype=torch.float64)
+    ok &= box_diff <= tol_b
+    # detection i may sit at place j != i only when PyTorch's detection j has a score tied with i's
+    m = min(n_ref, n_got)
+    ok[:, :m] &= (s_ref[:, None] - s_ref[None, :m]).abs() <= tol_s
+    pairs, used = [], torch.zeros(n_got, dtype=torch.bool)
+    for i in range(n_ref):
+        if i < n_got and ok[i, i] and not used[i]:
+            j = i
+        else:
+            cand = (ok[i] & ~used).nonzero().flatten()
+            if len(cand) == 0:
+                continue
+            j = int(cand[box_diff[i, cand].argmin()])
+        used[j] = True
+        pairs.append((i, j))
+    thresh, max_dets = limits
+
+    def borderline(scores: torch.Tensor, idx: int) -> bool:
+        s = float(scores[idx])
+        return abs(s - thresh) <= tol_s or (len(scores) >= max_dets and abs(s - float(scores.min())) <= tol_s)
+
+    matched_ref = {i for i, _ in pairs}
+    for side, scores, unmatched in (("PyTorch", s_ref, [i for i in range(n_ref) if i not in matched_ref]),
+                                    ("the export", s_got, (~used).nonzero().flatten().tolist())):
+        for i in unmatched:
+            if not borderline(scores, i):
+                src = ref if side == "PyTorch" else got
+                other = "the export" if side == "PyTorch" else "PyTorch"
+                box = [round(float(v), 2) for v in src["boxes"][i]]
+                raise ExportError(
+                    f"{what}: {n_got} detections, PyTorch {n_ref}; detection {i} of {side} (label {int(src['labels'][i])}, "
+                    f"score {float(scores[i]):.4g}, box {box}) has none in {other} with the same label and box and score "
+                    f"within {tol_b:.3g} and {tol_s:.3g}")
+            rec["borderline"] += 1
+    rec["reordered"] = sum(i != j for i, j in pairs)
+    if not pairs:
+        return rec
+    ri, gi = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+    for k in keys:
+        a, b = got[k][gi], ref[k][ri]
+        if tuple(a.shape) != tuple(b.shape):
+            raise ExportError(f"{what}: {k} of shape {tuple(got[k].shape)}, PyTorch {tuple(ref[k].shape)}")
+        if k in ("boxes", "scores"):  # within tolerance by the matching
+            diff, tol = float((a.double() - b.double()).abs().max()), (tol_b if k == "boxes" else tol_s)
+        else:
+            diff, tol = _compare(a, b, atol, rtol, f"{what}: {k}")
+        rec["max_abs_diff"][k], rec["tolerance"][k] = diff, tol
+    return rec
+
+
+def _summary(checks: list[dict]) -> tuple[float, float, str | None]:
+    """(max abs diff, its tolerance, which output) of the output closest to its tolerance."""
+    worst, best_ratio = (0.0, ATOL, None), -1.0
+    for c in checks:
+        for k, d in c["max_abs_diff"].items():
+            ratio = d / c["tolerance"][k]
+            if ratio > best_ratio:
+                best_ratio, worst = ratio, (d, c["tolerance"][k], f"{k} on {c['image']}")
+    return worst
+
+
+def _result(path, fmt, size, checks, t0, extra) -> ExportResult:
+    diff, tol, worst = _summary(checks) if checks else (None, None, None)
+    extra = {**extra, "checks": checks}
+    if checks:
+        extra["worst"] = worst
+    return ExportResult(str(path), fmt, (3, size, size), diff, tol, time.perf_counter() - t0, extra)
+
+
+class _SingleImage(nn.Module):
+    """image (3, S, S) -> (boxes, labels, scores[, masks]) of ``detector([image])[0]``: the traced ONNX graph."""
+
+    def __init__(self, detector: nn.Module, keys: tuple[str, ...]):
+        super().__init__()
+        self.detector = detector
+        self.keys = keys
+
+    def forward(self, image: torch.Tensor):
+        out = self.detector([image])[0]
+        return tuple(out[k] for k in self.keys)
+
+
+def _pytorch_reference(model: nn.Module, images) -> list[dict]:
+    with use_kernel("reference"), torch.no_grad():
+        return [model([img])[0] for _, img in images]
+
+
+@register_exporter("detection", "onnx")
+def export_detector_onnx(model: nn.Module, path: str | os.PathLike, img_size: int | None = None, batch_size: int = 1,
+                         opset: int = DEFAULT_OPSET, verify: bool = True, atol: float = ATOL, rtol: float = RTOL,
+                         images: list[tuple[str, torch.Tensor]] | None = None) -> ExportResult:
+    """Export a detector to ONNX: input "image" (3, S, S) in [0, 1] -> "boxes", "labels", "scores"
+    (and "masks"), N detections (dynamic, 0 included). Traced on the first check image, checked with
+    ``onnx.checker`` and, with ``verify``, run in ONNX Runtime (CPUExecutionProvider) on every check
+    image (default ``check_images(S)``; ``images``: other (name, (3, S, S)) pairs) against PyTorch."""
+    t0 = time.perf_counter()
+    if batch_size != 1:
+        raise ValueError(f"an ONNX detector takes one image per run; batch_size must be 1, got {batch_size}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"detector export needs ONNX opset >= {MIN_OPSET} (RoIAlign, NonMaxSuppression), got {opset}")
+    model, size = _prepare(model, img_size)
+    images = images if images is not None else check_images(size)
+    for name, img in images:
+        if tuple(img.shape) != (3, size, size):
+            raise ValueError(f"check image {name!r} is {tuple(img.shape)}; the ONNX graph takes (3, {size}, {size})")
+    keys = detector_outputs(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = _SingleImage(model, keys).eval()
+    axes = {k: {0: "detections"} for k in keys}
+    try:
+        with _quiet_det(), use_kernel("reference"), torch.no_grad():
+            torch.onnx.export(wrapper, (images[0][1],), str(path), input_names=["image"], output_names=list(keys),
+                              opset_version=opset, dynamic_axes=axes, dynamo=False, do_constant_folding=True)
+    except Exception as e:
+        raise ExportError(f"torch.onnx.export failed for {_name(model)} ({type(e).__name__}: {_first_line(e)})") from e
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    checks = []
+    if verify:
+        import onnxruntime as ort
+
+        refs = _pytorch_reference(model, images)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # the exporter's value_info ranks of some empty intermediates are wrong: warnings only
+        try:
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            outs = [sess.run(None, {"image": img.numpy()}) for _, img in images]
+        except Exception as e:
+            raise ExportError(f"ONNX Runtime could not run {path} ({type(e).__name__}: {_first_line(e)})") from e
+        for (name, _), out, ref in zip(images, outs, refs):
+            rec = _check_detections(dict(zip(keys, out)), ref, keys, _limits(model), atol, rtol,
+                                    f"ONNX model {path} on the {name} image")
+            checks.append({"image": name, **rec})
+    return _result(path, "onnx", size, checks, t0, {"opset": opset, "outputs": list(keys),
+                                                    "exporter": "torch.onnx.export(dynamo=False)"})
+
+
+@register_exporter("detection", "torchscript")
+def export_detector_torchscript(model: nn.Module, path: str | os.PathLike, img_size: int | None = None,
+                                batch_size: int = 1, verify: bool = True, atol: float = ATOL, rtol: float = RTOL,
+                                images: list[tuple[str, torch.Tensor]] | None = None) -> ExportResult:
+    """Script a detector (``torch.jit.script``), save it, load the file back and compare it with
+    PyTorch on every check image, one at a time and all in one batch. The scripted model keeps the
+    torchvision API: ``loaded(list of (3, H, W) images)`` returns ``(losses, detections)``."""
+    t0 = time.perf_counter()
+    if batch_size != 1:
+        raise ValueError(f"batch_size must be 1 for detectors (a scripted detector takes a list of images), got {batch_size}")
+    model, size = _prepare(model, img_size)
+    images = images if images is not None else check_images(size)
+    keys = detector_outputs(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_det():
+            scripted = torch.jit.script(model)
+    except Exception as e:
+        raise ExportError(f"torch.jit.script failed for {_name(model)} ({type(e).__name__}: {_first_line(e)})") from e
+    scripted.save(str(path))
+    checks = []
+    if verify:
+        refs = _pytorch_reference(model, images)
+        with _quiet_det(), torch.no_grad():
+            warnings.filterwarnings("ignore", message=r"RCNN always returns a \(Losses, Detections\) tuple in scripting")
+            loaded = torch.jit.load(str(path), map_location="cpu").eval()
+            single = [loaded([img])[1][0] for _, img in images]
+            batched = loaded([img for _, img in images])[1]
+        for (name, _), out, ref in zip(images, single, refs):
+            checks.append({"image": name, **_check_detections(out, ref, keys, _limits(model), atol, rtol,
+                                                              f"TorchScript model {path} on the {name} image")})
+        for (name, _), out, ref in zip(images, batched, refs):
+            rec = _check_detections(out, ref, keys, _limits(model), atol, rtol,
+                                    f"TorchScript model {path} on the {name} image (in a batch)")
+            checks.append({"image": f"{name} (batch)", **rec})
+    return _result(path, "torchscript", size, checks, t0, {"outputs": list(keys), "exporter": "torch.jit.script"})
+
+
+@register_exporter("detection", "safetensors")
+def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_size: int | None = None,
+                                batch_size: int = 1, verify: bool = True, atol: float = ATOL, rtol: float = RTOL,
+                                card: dict | None = None, images: list[tuple[str, torch.Tensor]] | None = None) -> ExportResult:
+    """Save the weights as safetensors and a card beside them (``<stem>.json``: kind "detection",
+    the ``det-train`` config, classes, category ids), rebuild the detector from the pair with
+    ``load_detector`` and compare it with the original on the check images. ``card`` must hold
+    the checkpoint's "config" and "classes" (``run_export`` passes them)."""
+    from safetensors.torch import save_file
+
+    from .. import __version__
+    from ..engine.detect import load_detector
+    from ..models.weights import _sha256, _write_atomic, card_path
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: safetensors files end in .safetensors")
+    card = dict(card or {})
+    if not card.get("config") or not card.get("classes"):
+        raise ValueError("a detector's safetensors card needs the det-train config and classes it was built from: "
+                         "export a det-train checkpoint (botnet export --checkpoint CKPT)")
+    model, size = _prepare(model, img_size)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "pt", "model_name": _name(model), "botnet_version": __version__}
+    _write_atomic(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    info = {"card_version": 1, "kind": "detection", "model_name": _name(model), "img_size": size,
+            "input_size": [3, size, size], "num_classes": len(card["classes"]) + 1,
+            "num_params": sum(p.numel() for p in model.parameters()), "botnet_version": __version__,
+            **{k: card[k] for k in DET_CARD_FIELDS if k in card},
+            "weights_file": path.name, "weights_format": "safetensors", "sha256": _sha256(path)}
+    card_file = card_path(path)
+    _write_atomic(card_file, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    checks = []
+    if verify:
+        images = images if images is not None else check_images(size)
+        loaded, _ = load_detector(path)
+        refs = _pytorch_reference(model, images)
+        outs = _pytorch_reference(loaded, images)
+        for (name, _), out, ref in zip(images, outs, refs):
+            checks.append({"image": name, **_check_detections(out, ref, detector_outputs(model), _limits(model),
+                                                              atol, rtol, f"weights {path} on the {name} image")})
+    return _result(path, "safetensors", size, checks, t0, {"card": str(card_file)})
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def run_export(args) -> int:
+    """``botnet export --checkpoint DETCKPT``: args.checkpoint, format, output, img_size, batch_size,
+    opset, ema, json. Prints one line (or JSON); 0 on success, 1 when the export does not reproduce
+    PyTorch (or cannot be made), 2 on bad input."""
+    from ..engine.detect import load_detector
+    from ..export import export_model
+
+    try:
+        if args.format not in FORMATS:
+            raise ValueError(f"detection checkpoints export to {', '.join(FORMATS)}; got {args.format!r}")
+        if getattr(args, "ema", False):
+            raise ValueError("det-train checkpoints hold no EMA weights: drop --ema")
+        if getattr(args, "batch_size", 1) not in (None, 1):
+            raise ValueError("--batch-size is for classifiers: an ONNX detector takes one (3, S, S) image per run, "
+                             "a TorchScript one a list of images")
+        model, ckpt = load_detector(args.checkpoint)
+        options = {"img_size": getattr(args, "img_size", None)}
+        if args.format == "onnx":
+            options["opset"] = args.opset
+        if args.format == "safetensors":
+            options["card"] = {k: ckpt[k] for k in DET_CARD_FIELDS if k in ckpt}
+        res = export_model(model, args.output, args.format, kind="detection", **options)
+    except ExportError as e:
+        print(f"botnet export: FAILED: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as e:
+        print(f"botnet export: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(res.to_dict()))
+        return 0
+    shape = "x".join(map(str, res.input_shape))
+    opset = f", opset {res.extra['opset']}" if "opset" in res.extra else ""
+    checks = res.extra.get("checks", [])
+    counts = ", ".join(f"{c['image']} {c['detections']}" for c in checks if "(batch)" not in c["image"])
+    if res.max_abs_diff is None:
+        verdict = "not checked"
+    elif res.extra.get("worst") is None:
+        verdict = f"no detections on the check images ({counts}): only the counts were compared"
+    else:
+        verdict = (f"detections {counts}; max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g}, "
+                   f"{res.extra['worst']})")
+    print(f"exported {_name(model)} to {res.path} ({res.format}{opset}, input {shape}) in {res.seconds:.1f}s; {verdict}")
+    return 0
