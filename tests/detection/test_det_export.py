@@ -16,7 +16,8 @@ import torch
 from botnet.cli import main
 from botnet.config import config_to_dict
 from botnet.detection.config import DetTrainConfig
-from botnet.detection.export import _check_detections, _quiet_det, check_images, run_export
+from botnet.detection.export import _check_detections, _quiet_det, check_images
+from botnet.commands.export import cmd_export
 from botnet.engine.detect import build_detector_from_config, load_detector
 from botnet.export import ExportError, export_model
 
@@ -213,7 +214,7 @@ def test_bad_input_is_a_one_line_error(ckpts, tmp_path, capsys):
         (dict(checkpoint=str(tmp_path / "missing.pt")), "not found"),
     ]
     for kw, msg in cases:
-        assert run_export(_args(ckpt, tmp_path / "x.onnx", **kw)) == 2, kw
+        assert cmd_export(_args(ckpt, tmp_path / "x.onnx", **kw)) == 2, kw
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, (kw, err)
     with pytest.raises(SystemExit) as e:  # the CLI's own format choices

@@ -28,12 +28,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             kind, content = checkpoint_kind(args.checkpoint)
             if kind == "detection":
-                try:
-                    from botnet.detection.export import run_export
-                except ImportError:
-                    print("botnet export: exporting detection checkpoints is not available yet", file=sys.stderr)
-                    return 2
-                return run_export(args)
+                from botnet.detection.export import describe_checks, export_checkpoint
+
+                name, res = export_checkpoint(args)
+                return _report(args, name, res, describe_checks(res))
             if kind != "classification":
                 raise ValueError(f"{args.checkpoint} holds a {kind!r} model; export takes classification checkpoints")
             source = content if isinstance(content, dict) and "model_name" in content else args.checkpoint
@@ -50,13 +48,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet export: {e}", file=sys.stderr)
         return 2
+    return _report(args, model.model_name, res,
+                   f"max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g})")
+
+
+def _report(args: argparse.Namespace, name: str, res, verdict: str) -> int:
+    """The command's one result line (or JSON with --json); 0."""
     if args.json:
         print(json.dumps(res.to_dict()))
-    else:
-        shape = "x".join(map(str, res.input_shape))
-        opset = f", opset {res.extra['opset']}" if "opset" in res.extra else ""
-        print(f"exported {model.model_name} to {res.path} ({res.format}{opset}, input {shape}) in {res.seconds:.1f}s; "
-              f"max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g})")
+        return 0
+    shape = "x".join(map(str, res.input_shape))
+    opset = f", opset {res.extra['opset']}" if "opset" in res.extra else ""
+    print(f"exported {name} to {res.path} ({res.format}{opset}, input {shape}) in {res.seconds:.1f}s; {verdict}")
     return 0
 
 

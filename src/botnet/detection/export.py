@@ -1,8 +1,8 @@
 """Export detectors (Mask R-CNN / Faster R-CNN) to ONNX, TorchScript or safetensors, checked against PyTorch.
 
 The exporters register in ``botnet.export.EXPORTERS`` under kind "detection", so
-``export_model(model, path, fmt, kind="detection")`` reaches them; ``run_export(args)`` is
-``botnet export`` for ``det-train`` checkpoints.
+``export_model(model, path, fmt, kind="detection")`` reaches them; ``export_checkpoint(args)``
+is the detector part of ``botnet export`` for ``det-train`` checkpoints.
 
 - **ONNX** (``torch.onnx.export(dynamo=False)``, the TorchScript-based exporter torchvision's own
   tests use, opset 17 by default, 11 at least): input ``image``, one (3, S, S) float RGB image in
@@ -34,7 +34,6 @@ import contextlib
 import copy
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -47,7 +46,7 @@ from ..export import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, _comp
 from ..layers import use_kernel
 
 __all__ = ["check_images", "detector_outputs", "export_detector_onnx", "export_detector_torchscript",
-           "export_detector_safetensors", "run_export", "FORMATS", "MIN_OPSET"]
+           "export_detector_safetensors", "export_checkpoint", "describe_checks", "FORMATS", "MIN_OPSET"]
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 MIN_OPSET = 11  # RoIAlign, NonMaxSuppression and the mask-pasting loop need opset 11
@@ -372,47 +371,36 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def run_export(args) -> int:
-    """``botnet export --checkpoint DETCKPT``: args.checkpoint, format, output, img_size, batch_size,
-    opset, ema, json. Prints one line (or JSON); 0 on success, 1 when the export does not reproduce
-    PyTorch (or cannot be made), 2 on bad input."""
+def export_checkpoint(args) -> tuple[str, ExportResult]:
+    """The detector part of ``botnet export --checkpoint DETCKPT`` (args.checkpoint, format, output,
+    img_size, batch_size, opset, ema): (detector name, result). Raises ValueError on bad input and
+    ExportError when the export does not reproduce PyTorch; the command prints them."""
     from ..engine.detect import load_detector
     from ..export import export_model
 
-    try:
-        if args.format not in FORMATS:
-            raise ValueError(f"detection checkpoints export to {', '.join(FORMATS)}; got {args.format!r}")
-        if getattr(args, "ema", False):
-            raise ValueError("det-train checkpoints hold no EMA weights: drop --ema")
-        if getattr(args, "batch_size", 1) not in (None, 1):
-            raise ValueError("--batch-size is for classifiers: an ONNX detector takes one (3, S, S) image per run, "
-                             "a TorchScript one a list of images")
-        model, ckpt = load_detector(args.checkpoint)
-        options = {"img_size": getattr(args, "img_size", None)}
-        if args.format == "onnx":
-            options["opset"] = args.opset
-        if args.format == "safetensors":
-            options["card"] = {k: ckpt[k] for k in DET_CARD_FIELDS if k in ckpt}
-        res = export_model(model, args.output, args.format, kind="detection", **options)
-    except ExportError as e:
-        print(f"botnet export: FAILED: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as e:
-        print(f"botnet export: {e}", file=sys.stderr)
-        return 2
-    if getattr(args, "json", False):
-        print(json.dumps(res.to_dict()))
-        return 0
-    shape = "x".join(map(str, res.input_shape))
-    opset = f", opset {res.extra['opset']}" if "opset" in res.extra else ""
+    if args.format not in FORMATS:
+        raise ValueError(f"detection checkpoints export to {', '.join(FORMATS)}; got {args.format!r}")
+    if getattr(args, "ema", False):
+        raise ValueError("det-train checkpoints hold no EMA weights: drop --ema")
+    if getattr(args, "batch_size", 1) not in (None, 1):
+        raise ValueError("--batch-size is for classifiers: an ONNX detector takes one (3, S, S) image per run, "
+                         "a TorchScript one a list of images")
+    model, ckpt = load_detector(args.checkpoint)
+    options = {"img_size": getattr(args, "img_size", None)}
+    if args.format == "onnx":
+        options["opset"] = args.opset
+    if args.format == "safetensors":
+        options["card"] = {k: ckpt[k] for k in DET_CARD_FIELDS if k in ckpt}
+    return _name(model), export_model(model, args.output, args.format, kind="detection", **options)
+
+
+def describe_checks(res: ExportResult) -> str:
+    """The verdict part of the command's result line: detections per check image and the largest difference."""
     checks = res.extra.get("checks", [])
     counts = ", ".join(f"{c['image']} {c['detections']}" for c in checks if "(batch)" not in c["image"])
     if res.max_abs_diff is None:
-        verdict = "not checked"
-    elif res.extra.get("worst") is None:
-        verdict = f"no detections on the check images ({counts}): only the counts were compared"
-    else:
-        verdict = (f"detections {counts}; max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g}, "
-                   f"{res.extra['worst']})")
-    print(f"exported {_name(model)} to {res.path} ({res.format}{opset}, input {shape}) in {res.seconds:.1f}s; {verdict}")
-    return 0
+        return "not checked"
+    if res.extra.get("worst") is None:
+        return f"no detections on the check images ({counts}): only the counts were compared"
+    return (f"detections {counts}; max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g}, "
+            f"{res.extra['worst']})")
