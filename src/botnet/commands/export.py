@@ -1,6 +1,6 @@
 """``botnet export``: a checkpoint (or a randomly initialised model) to ONNX, TorchScript or
 safetensors, checked against PyTorch after export. Detection checkpoints go to
-``botnet.detection.export.run_export``."""
+``botnet.detection.export.export_checkpoint``."""
 
 from __future__ import annotations
 

@@ -328,7 +328,7 @@ def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_s
     """Save the weights as safetensors and a card beside them (``<stem>.json``: kind "detection",
     the ``det-train`` config, classes, category ids), rebuild the detector from the pair with
     ``load_detector`` and compare it with the original on the check images. ``card`` must hold
-    the checkpoint's "config" and "classes" (``run_export`` passes them)."""
+    the checkpoint's "config" and "classes" (``export_checkpoint`` passes them)."""
     from safetensors.torch import save_file
 
     from .. import __version__
