@@ -1,7 +1,8 @@
 """Typed run configuration: dataclasses filled from YAML recipes and ``key=value`` overrides.
 
 A recipe is a YAML mapping with the sections of ``TrainConfig`` (``model``, ``data``, ``optim``,
-``run``). Unknown keys and values of the wrong type are errors that name the key and what was
+``run``) and the ``task`` it is for ("classification" by default; "detection" recipes fill a
+``botnet.detection.config.DetTrainConfig``; ``recipe_task`` reads it). Unknown keys and values of the wrong type are errors that name the key and what was
 expected, raised before any work starts. The resolved config is saved beside every checkpoint.
 """
 
@@ -16,7 +17,7 @@ import yaml
 
 __all__ = [
     "ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "RunConfig", "TrainConfig",
-    "load_config", "apply_overrides", "config_to_dict", "config_from_dict", "save_config", "validate_config",
+    "load_config", "recipe_task", "apply_overrides", "in_range", "run_ranges", "optim_ranges", "config_to_dict", "config_from_dict", "save_config", "validate_config",
 ]
 
 
@@ -91,6 +92,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     name: str = "run"
+    task: str = "classification"
+
+    def ranges(self) -> list[tuple[str, object, str, bool]]:
+        """(key, value, what is expected, ok) for every bounded field (``validate_config``)."""
+        return _check_range(self)
 
 
 def _type_name(tp) -> str:
@@ -182,6 +188,19 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def recipe_task(path: Union[str, Path, None], overrides: list[str] = (), default: str = "classification") -> str:
+    """The ``task`` a recipe names (a ``task=NAME`` override wins); ``default`` when it names none."""
+    for item in reversed(list(overrides)):
+        if item.strip().startswith("task="):
+            return str(yaml.safe_load(item.split("=", 1)[1]))
+    if path is None:
+        return default
+    task = _read_yaml(Path(path)).get("task", default)
+    if not isinstance(task, str):
+        raise ConfigError(f"{path}: task: expected a task name (classification, detection), got {task!r}")
+    return task
+
+
 def load_config(path: Union[str, Path, None], cls: type = TrainConfig):
     """Read a YAML recipe into ``cls`` (None: all defaults). ``name`` defaults to the file's stem; a
     ``base: FILE`` key names a recipe (relative path) whose values this one overrides."""
@@ -218,13 +237,45 @@ _AMP = ("bf16", "fp16", "none")
 _OPTIMIZERS = ("sgd", "adamw")
 
 
+def in_range(v, lo, hi, lo_open=False, hi_open=False) -> bool:
+    """lo <= v <= hi (strict at an open end)."""
+    return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+
+def run_ranges(r) -> list[tuple[str, object, str, bool]]:
+    """The checks of the ``run`` fields the training loop reads (every task's recipe has them)."""
+    return [
+        ("run.amp", r.amp, f"one of {', '.join(_AMP)}", r.amp in _AMP),
+        ("run.log_every", r.log_every, "an int >= 1", r.log_every >= 1),
+        ("run.ckpt_every_steps", r.ckpt_every_steps, "an int >= 0 (0: at epoch ends only)", r.ckpt_every_steps >= 0),
+        ("run.keep_checkpoints", r.keep_checkpoints, "an int >= 1", r.keep_checkpoints >= 1),
+        ("run.max_nonfinite_skips", r.max_nonfinite_skips, "an int >= 0", r.max_nonfinite_skips >= 0),
+        ("run.dist_timeout_s", r.dist_timeout_s, "a number of seconds > 0", r.dist_timeout_s > 0),
+        ("run.max_steps", r.max_steps, "null or an int >= 1", r.max_steps is None or r.max_steps >= 1),
+        ("run.device", r.device, "auto, cpu, cuda or cuda:N", _device_ok(r.device)),
+    ]
+
+
+def optim_ranges(o) -> list[tuple[str, object, str, bool]]:
+    """The checks of the optimizer fields every task's recipe has."""
+    return [
+        ("optim.name", o.name, f"one of {', '.join(_OPTIMIZERS)}", o.name in _OPTIMIZERS),
+        ("optim.batch_size", o.batch_size, "an int >= 1", o.batch_size >= 1),
+        ("optim.micro_batch", o.micro_batch, "null or an int >= 1", o.micro_batch is None or o.micro_batch >= 1),
+        ("optim.lr", o.lr, "a number > 0", o.lr > 0),
+        ("optim.momentum", o.momentum, "a number in [0, 1)", in_range(o.momentum, 0, 1, hi_open=True)),
+        ("optim.betas", o.betas, "two numbers in [0, 1)",
+         len(o.betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and in_range(b, 0, 1, hi_open=True)
+                                   for b in o.betas)),
+        ("optim.weight_decay", o.weight_decay, "a number >= 0", o.weight_decay >= 0),
+        ("optim.clip_grad_norm", o.clip_grad_norm, "null or a number > 0", o.clip_grad_norm is None or o.clip_grad_norm > 0),
+    ]
+
+
 def _check_range(cfg: TrainConfig) -> list[tuple[str, object, str, bool]]:
-    """(key, value, what is expected, ok) for every bounded field."""
+    """(key, value, what is expected, ok) for every bounded field of a classification recipe."""
     m, d, o, r = cfg.model, cfg.data, cfg.optim, cfg.run
-
-    def between(v, lo, hi, lo_open=False, hi_open=False) -> bool:
-        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-
+    between = in_range
     return [
         ("model.name", m.name, "a model name (see `botnet list`)", bool(m.name)),
         ("model.drop_rate", m.drop_rate, "a probability in [0, 1)", between(m.drop_rate, 0, 1, hi_open=True)),
@@ -238,30 +289,14 @@ def _check_range(cfg: TrainConfig) -> list[tuple[str, object, str, bool]]:
          d.randaug_magnitude is None or between(d.randaug_magnitude, 0, 30)),
         ("data.randaug_layers", d.randaug_layers, "an int >= 1", d.randaug_layers >= 1),
         ("data.workers", d.workers, "an int >= 0", d.workers >= 0),
-        ("optim.name", o.name, f"one of {', '.join(_OPTIMIZERS)}", o.name in _OPTIMIZERS),
         ("optim.epochs", o.epochs, "an int >= 1", o.epochs >= 1),
-        ("optim.batch_size", o.batch_size, "an int >= 1", o.batch_size >= 1),
-        ("optim.micro_batch", o.micro_batch, "null or an int >= 1", o.micro_batch is None or o.micro_batch >= 1),
-        ("optim.lr", o.lr, "a number > 0", o.lr > 0),
-        ("optim.momentum", o.momentum, "a number in [0, 1)", between(o.momentum, 0, 1, hi_open=True)),
-        ("optim.betas", o.betas, "two numbers in [0, 1)",
-         len(o.betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and between(b, 0, 1, hi_open=True)
-                                   for b in o.betas)),
-        ("optim.weight_decay", o.weight_decay, "a number >= 0", o.weight_decay >= 0),
+        *optim_ranges(o),
         ("optim.warmup_epochs", o.warmup_epochs, "a number >= 0", o.warmup_epochs >= 0),
         ("optim.warmup_start_factor", o.warmup_start_factor, "a number in [0, 1]", between(o.warmup_start_factor, 0, 1)),
         ("optim.label_smoothing", o.label_smoothing, "a number in [0, 1)", between(o.label_smoothing, 0, 1, hi_open=True)),
-        ("optim.clip_grad_norm", o.clip_grad_norm, "null or a number > 0", o.clip_grad_norm is None or o.clip_grad_norm > 0),
-        ("run.amp", r.amp, f"one of {', '.join(_AMP)}", r.amp in _AMP),
+        *run_ranges(r),
         ("run.ema_decay", r.ema_decay, "a number in (0, 1)", between(r.ema_decay, 0, 1, True, True)),
-        ("run.log_every", r.log_every, "an int >= 1", r.log_every >= 1),
         ("run.eval_every", r.eval_every, "an int >= 1", r.eval_every >= 1),
-        ("run.ckpt_every_steps", r.ckpt_every_steps, "an int >= 0 (0: at epoch ends only)", r.ckpt_every_steps >= 0),
-        ("run.keep_checkpoints", r.keep_checkpoints, "an int >= 1", r.keep_checkpoints >= 1),
-        ("run.max_nonfinite_skips", r.max_nonfinite_skips, "an int >= 0", r.max_nonfinite_skips >= 0),
-        ("run.dist_timeout_s", r.dist_timeout_s, "a number of seconds > 0", r.dist_timeout_s > 0),
-        ("run.max_steps", r.max_steps, "null or an int >= 1", r.max_steps is None or r.max_steps >= 1),
-        ("run.device", r.device, "auto, cpu, cuda or cuda:N", _device_ok(r.device)),
     ]
 
 
@@ -277,13 +312,14 @@ def _device_ok(name: str) -> bool:
     return True
 
 
-def validate_config(cfg: TrainConfig) -> TrainConfig:
-    """Check every value is in its range (types are checked when the config is filled).
+def validate_config(cfg):
+    """Check every value of a recipe (``TrainConfig``, ``DetTrainConfig``, any config with a
+    ``ranges()`` method) is in its range (types are checked when the config is filled).
 
     Raises ``ConfigError`` naming the first bad key, its value and what was expected; returns
     ``cfg``. Whether the model accepts ``data.img_size`` is checked by the engine (it depends on
     the model)."""
-    for key, value, expected, ok in _check_range(cfg):
+    for key, value, expected, ok in cfg.ranges():
         if not ok:
             raise ConfigError(f"{key}: expected {expected}, got {value!r}")
     return cfg

@@ -17,8 +17,8 @@ from botnet.cli import main
 from botnet.config import config_to_dict
 from botnet.detection.config import DetTrainConfig
 from botnet.detection.export import _check_detections, _quiet_det, check_images
-from botnet.commands.export import cmd_export
-from botnet.engine.detect import build_detector_from_config, load_detector
+from botnet.cli.export import cmd_export
+from botnet.detection.loading import build_detector_from_config, load_detector
 from botnet.export import ExportError, export_model
 
 pytestmark = [  # this file's own tracing and jit.load; the exporters silence theirs

@@ -1,10 +1,13 @@
-"""Typed detection recipes (``botnet det-train``): the same YAML + ``key=value`` machinery as the
-classification ``TrainConfig``, with the paper's COCO settings (A.2, Table 15) as defaults."""
+"""Typed detection recipes (``task: detection``; ``botnet train`` / ``det-train``): the same YAML +
+``key=value`` machinery and range checks as the classification ``TrainConfig``, with the paper's
+COCO settings (A.2, Table 15) as defaults."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Union
+
+from ..config import in_range, optim_ranges, run_ranges
 
 __all__ = ["DetModelConfig", "DetDataConfig", "DetOptimConfig", "DetRunConfig", "DetTrainConfig"]
 
@@ -78,3 +81,29 @@ class DetTrainConfig:
     optim: DetOptimConfig = field(default_factory=DetOptimConfig)
     run: DetRunConfig = field(default_factory=DetRunConfig)
     name: str = "det"
+    task: str = "detection"
+
+    def ranges(self) -> list[tuple[str, object, str, bool]]:
+        """(key, value, what is expected, ok) for every bounded field (``botnet.config.validate_config``)."""
+        d, o, r = self.data, self.optim, self.run
+        ms = o.milestones
+        return [
+            ("model.name", self.model.name, "a detector name ({maskrcnn,fasterrcnn}_<backbone>_fpn)", bool(self.model.name)),
+            ("data.img_size", d.img_size, "a multiple of 32, at least 64", d.img_size >= 64 and d.img_size % 32 == 0),
+            ("data.scale_min", d.scale_min, "a number > 0, at most data.scale_max", 0 < d.scale_min <= d.scale_max),
+            ("data.hflip", d.hflip, "a probability in [0, 1]", in_range(d.hflip, 0, 1)),
+            ("data.workers", d.workers, "an int >= 0", d.workers >= 0),
+            ("data.builtin_train", d.builtin_train, "an int >= 1", d.builtin_train >= 1),
+            ("data.builtin_val", d.builtin_val, "an int >= 1", d.builtin_val >= 1),
+            ("data.builtin_img_size", d.builtin_img_size, "an int >= 32", d.builtin_img_size >= 32),
+            *optim_ranges(o),
+            ("optim.steps", o.steps, "an int >= 1", o.steps >= 1),
+            ("optim.milestones", ms, "increasing ints >= 1",
+             all(isinstance(m, int) and m >= 1 for m in ms) and list(ms) == sorted(set(ms))),
+            ("optim.gamma", o.gamma, "a number in (0, 1]", in_range(o.gamma, 0, 1, lo_open=True)),
+            ("optim.warmup_steps", o.warmup_steps, "an int >= 0", o.warmup_steps >= 0),
+            ("optim.warmup_start_lr", o.warmup_start_lr, "a number >= 0", o.warmup_start_lr >= 0),
+            *run_ranges(r),
+            ("run.eval_every_steps", r.eval_every_steps, "an int >= 0 (0: at the end only)", r.eval_every_steps >= 0),
+            ("run.eval_max_images", r.eval_max_images, "null or an int >= 1", r.eval_max_images is None or r.eval_max_images >= 1),
+        ]

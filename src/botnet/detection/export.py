@@ -332,7 +332,7 @@ def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_s
     from safetensors.torch import save_file
 
     from .. import __version__
-    from ..engine.detect import load_detector
+    from .loading import load_detector
     from ..models.weights import _sha256, _write_atomic, card_path
 
     t0 = time.perf_counter()
@@ -375,7 +375,7 @@ def export_checkpoint(args) -> tuple[str, ExportResult]:
     """The detector part of ``botnet export --checkpoint DETCKPT`` (args.checkpoint, format, output,
     img_size, batch_size, opset, ema): (detector name, result). Raises ValueError on bad input and
     ExportError when the export does not reproduce PyTorch; the command prints them."""
-    from ..engine.detect import load_detector
+    from .loading import load_detector
     from ..export import export_model
 
     if args.format not in FORMATS:

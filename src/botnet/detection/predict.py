@@ -77,7 +77,7 @@ def _record_json(rec: dict) -> dict:
 def run_predict(args) -> int:
     """``botnet predict`` for detection checkpoints: uses args.checkpoint, images, output, score_thresh,
     device, json. Writes OUTPUT/<stem>_pred.png per image and OUTPUT/detections.json."""
-    from ..engine.detect import load_detector
+    from .loading import load_detector
     from ..inference.classify import expand_image_paths, resolve_device
 
     try:

@@ -1,4 +1,4 @@
-"""Pieces of a training loop shared by the classification and detection engines.
+"""Pieces of the training loop (``botnet.engine.trainer``).
 
 ``find_resume`` picks the checkpoint a run continues from (and checks every rank agrees),
 ``open_run_folder`` tidies the run folder of a resumed run, ``optimizer_step`` is one guarded
@@ -13,13 +13,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointManager, load_checkpoint
-from .distributed import DistInfo
-from .faults import NonFiniteGuard, drop_torn_jsonl_tail
+from .checkpoint import CheckpointManager, load_checkpoint, set_rng_state
+from .distributed import DistInfo, barrier, cleanup, comm_failures_as_errors, init_distributed
+from .faults import NonFiniteGuard, PreemptionHandler, drop_torn_jsonl_tail
 from .metrics import MetricsLogger
 
-__all__ = ["find_resume", "open_run_folder", "optimizer_step", "launch", "restore", "wrap", "empty_micro_batch_error",
+__all__ = ["resolve_device", "find_resume", "open_run_folder", "optimizer_step", "launch", "restore", "wrap", "empty_micro_batch_error",
            "stop_for_preemption"]
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """"auto": CUDA when available, else CPU; other names as torch.device (CUDA must exist)."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(name)!r} asked for but no CUDA device is available")
+    return dev
 
 
 def find_resume(resume: str | None, manager: CheckpointManager, dist: DistInfo, log: logging.Logger,
@@ -92,10 +102,6 @@ def launch(run_cfg, body):
     """Run ``body(device, dist, preempt)`` on the device ``run_cfg.device`` names, inside the process
     group torchrun describes (timeout ``run_cfg.dist_timeout_s``) and a preemption handler; failed
     collectives become ``DistributedError``; the group is torn down afterwards."""
-    from .classify import resolve_device
-    from .distributed import cleanup, comm_failures_as_errors, init_distributed
-    from .faults import PreemptionHandler
-
     device = resolve_device(run_cfg.device)
     with PreemptionHandler() as preempt:
         dist = init_distributed(device.type, run_cfg.dist_timeout_s)
@@ -110,8 +116,6 @@ def launch(run_cfg, body):
 
 def restore(ckpt: dict, model: nn.Module, optimizer, scheduler, scaler, guard: NonFiniteGuard, ema=None) -> None:
     """Load a training checkpoint's model, optimizer, scheduler, scaler, EMA, RNG and guard state."""
-    from .checkpoint import set_rng_state
-
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -143,8 +147,6 @@ def stop_for_preemption(save, saved: dict, state, dist: DistInfo, preempt, logge
                         log: logging.Logger) -> dict:
     """After a preemption signal: checkpoint this step (unless ``saved["step"]`` already is it), wait
     for every rank, log it; returns the run's result record ``{"kind": "preempted", ...}``."""
-    from .distributed import barrier
-
     if saved["step"] != state.step:
         save()
     barrier(dist)

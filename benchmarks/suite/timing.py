@@ -15,7 +15,7 @@ not counted; everything the call allocates is, gradients included):
   kernel's peak-RSS mark is reset (``/proc/self/clear_refs``, "5"), the call runs, and the peak is
   ``VmHWM`` minus the ``VmRSS`` read just before. torch's CPU allocator has no cache, so this is
   what the tensors of the call touched, plus allocator and library scratch. Each measurement runs
-  in a fresh process (``botnet.bench.worker``) after one warm-up call, so one-time allocations
+  in a fresh process (``suite.worker``) after one warm-up call, so one-time allocations
   (thread pools, oneDNN/MKL buffers) are in the baseline, with glibc's mmap threshold fixed at
   64 KiB (``MALLOC_MMAP_THRESHOLD_``): every tensor but the smallest gets its own mapping, returned
   to the system when freed, so the RSS follows the live tensors instead of the heap's high-water

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import KERNELS, MHSA2d, use_kernel
-from ..layers.mhsa import _onehots
+from botnet.layers import KERNELS, MHSA2d, use_kernel
+from botnet.layers.mhsa import _onehots  # the kernel's own one-hot helper, to time the same math
 from .timing import MIB, interleaved, peak_memory, summarize
-from .worker import run_in_subprocess
+from .spawn import run_in_subprocess
 
 __all__ = ["DIM", "HEADS", "CASES", "QUICK_CASES", "IMPLS", "MODES", "timm_like", "lucidrains_like",
            "build_impls", "check_same_math", "matmul_floor", "bench_mhsa", "memory_job"]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .timing import MIB, interleaved, peak_memory, summarize
-from .worker import run_in_subprocess
+from .spawn import run_in_subprocess
 
 __all__ = ["ModelSpec", "MODELS", "PAIR_1024", "make_train_step", "model_job", "bench_models", "bench_pair_1024",
            "CPU_BATCH", "GPU_BATCH"]
@@ -62,14 +62,14 @@ def build(spec: ModelSpec, num_classes: int = 1000) -> nn.Module:
         import timm
 
         return timm.create_model(spec.name, num_classes=num_classes)
-    from ..models import create_model
+    from botnet.models import create_model
 
     return create_model(spec.name, img_size=spec.img_size, num_classes=num_classes)
 
 
 def madds_per_image(spec: ModelSpec) -> float | None:
     """Forward multiply-adds of one image (botnet.counter, on the meta device), None if it fails."""
-    from ..counter import count_madds
+    from botnet.counter import count_madds
 
     try:
         with torch.device("meta"):

@@ -1,0 +1,70 @@
+"""Detectors from recipes and checkpoints: ``build_detector_from_config`` (a ``DetTrainConfig``),
+``load_detector`` (a ``botnet train`` detection checkpoint, or exported safetensors weights with
+their card) and ``det_data_root`` (the recipe's COCO-format data, or the built-in scenes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import config_from_dict
+from ..data import builtin_coco_root
+from ..engine.checkpoint import load_checkpoint
+from ..models.weights import read_card, read_state_dict
+from .builders import create_detector
+from .config import DetTrainConfig
+
+__all__ = ["build_detector_from_config", "load_detector", "det_data_root"]
+
+
+def det_data_root(cfg: DetTrainConfig) -> Path:
+    """The data root of ``cfg``: ``data.root``, or the built-in scenes (generated on first use)."""
+    d = cfg.data
+    if d.root is not None:
+        return Path(d.root)
+    return builtin_coco_root(num_train=d.builtin_train, num_val=d.builtin_val, img_size=d.builtin_img_size)
+
+
+def _set_batchnorm(model: nn.Module, momentum: float | None, eps: float | None) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if momentum is not None:
+                m.momentum = momentum
+            if eps is not None:
+                m.eps = eps
+
+
+def build_detector_from_config(cfg: DetTrainConfig, num_classes: int, load_backbone: bool = True) -> nn.Module:
+    """``create_detector`` with the recipe's model section (BatchNorm momentum / eps set on every
+    layer); ``load_backbone``: load ``model.backbone_weights`` (a new run, not a resumed one)."""
+    m = cfg.model
+    model = create_detector(m.name, num_classes=num_classes, img_size=cfg.data.img_size,
+                            backbone_weights=m.backbone_weights if load_backbone else None,
+                            backbone_kwargs=m.backbone_kwargs, **m.kwargs)
+    _set_batchnorm(model, m.bn_momentum, m.bn_eps)
+    return model
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode on ``device``, checkpoint dict) from a detection checkpoint of
+    ``botnet train``, or from a .safetensors file with its card (``botnet export --format
+    safetensors``; the dict is then the card plus "model")."""
+    if Path(path).suffix.lower() == ".safetensors":
+        weights = read_state_dict(path)  # FileNotFoundError / ValueError naming the file
+        card = read_card(path)
+        if card.get("kind") != "detection" or not card.get("config"):
+            raise ValueError(f"{path}: its card describes no detector (kind {card.get('kind')!r}); "
+                             "detector weights come from botnet export --format safetensors of a detection checkpoint")
+        ckpt = {**card, "model": weights}
+    else:
+        ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "detection":
+        kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a detection checkpoint of botnet train (kind: {kind!r})")
+    cfg = config_from_dict(ckpt["config"], DetTrainConfig)
+    model = build_detector_from_config(cfg, len(ckpt["classes"]) + 1, load_backbone=False)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return model, ckpt

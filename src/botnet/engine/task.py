@@ -1,0 +1,139 @@
+"""What a kind of training job provides to the one training loop (``botnet.engine.trainer``).
+
+The ``Trainer`` owns everything tasks share: launch under torchrun, resume, the global-batch sampler
+and loaders, micro-batches and accumulation, AMP, the non-finite guard, checkpoints, preemption,
+logging, the evaluation schedule and the choice of the best checkpoint. A ``Task`` provides only
+what differs: the model and the data, the loss terms of a batch, evaluation, and which evaluation
+metric is "best" (``best_metric``, ``best_mode``). ``Callback`` objects watch a run (detectron2's
+hooks): override the methods you need.
+
+The recipe (``cfg``) a task is built with needs the sections the trainer reads: ``run`` (output,
+seed, amp, log_every, ckpt_every_steps, keep_checkpoints, max_nonfinite_skips, dist_timeout_s,
+max_steps, deterministic, device; optionally ema / ema_decay, eval_every (epochs),
+eval_every_steps, eval_max_images), ``optim`` (batch_size, micro_batch, clip_grad_norm),
+``model`` (name, sync_bn, compile) and ``data`` (workers). ``botnet.config.TrainConfig`` and
+``botnet.detection.config.DetTrainConfig`` have them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+__all__ = ["Task", "TaskData", "Callback"]
+
+
+@dataclass
+class TaskData:
+    """The datasets of a run. ``train`` items are ``(image, target)`` (or None for an unreadable
+    file); ``collate`` turns a list of them into ``(images, targets, n_skipped)`` where ``len(images)``
+    is the number of usable samples (a (B, C, H, W) tensor or a list of images)."""
+
+    train: Dataset
+    val: Dataset
+    collate: Callable
+    eval_collate: Callable | None = None  # default: ``collate``
+    info: dict = field(default_factory=dict)  # saved in every checkpoint (e.g. {"classes": [...]})
+
+
+class Task:
+    """One kind of training job. Subclasses set ``name``, ``best_metric`` / ``best_mode`` and
+    implement ``build_data``, ``build_model``, ``loss_terms`` and ``evaluate``; the rest has
+    defaults. ``self.cfg`` is the recipe."""
+
+    name = "task"
+    best_metric = "loss"  # the key of ``evaluate``'s record that picks best.pt
+    best_mode = "min"  # "max": higher is better
+    best_key = "best_score"  # checkpoint entry holding the best score so far
+    config_class: type | None = None  # the dataclass this task's recipes fill (``botnet train``)
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.resumed = False  # set by the Trainer before build_model: True when continuing a checkpoint
+
+
+    def check(self) -> None:
+        """Cheap checks before any work (raise ``ValueError`` naming the key)."""
+
+    def build_data(self) -> TaskData:
+        raise NotImplementedError
+
+    def build_model(self, data: TaskData) -> nn.Module:
+        """The model to train (on the CPU; the trainer moves and wraps it). Skip loading initial
+        weights when ``self.resumed``: the checkpoint's replace them."""
+        raise NotImplementedError
+
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        from .optim import build_optimizer
+
+        o = self.cfg.optim
+        return build_optimizer(model, o.name, o.lr, o.weight_decay, o.momentum, o.nesterov, o.betas)
+
+    def build_scheduler(self, optimizer, steps_per_epoch: int):
+        """The per-step LR schedule (default: constant)."""
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole run (``run.max_steps`` caps it)."""
+        raise NotImplementedError
+
+    def loss_terms(self, model: nn.Module, images, targets, device: torch.device) -> dict[str, torch.Tensor]:
+        """The loss terms of one micro-batch (moved to ``device`` here); the trainer backpropagates
+        their sum and logs each term and the sum ("loss")."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, loader, run) -> dict:
+        """Metrics over this rank's shard of the validation data, reduced over ranks (same on every
+        rank): a flat dict with ``best_metric``, "count" and "skipped_images". ``run`` is the
+        ``Trainer`` (device, amp_dtype, dist, out, state, log)."""
+        raise NotImplementedError
+
+    def check_resume(self, ckpt: dict, path, data: TaskData) -> None:
+        """Raise ``ValueError`` when ``ckpt`` cannot continue this run (other model, other classes)."""
+        if ckpt.get("kind") != self.name or ckpt.get("model_name") != self.cfg.model.name:
+            raise ValueError(f"checkpoint {path} holds a {ckpt.get('kind')} {ckpt.get('model_name')!r} model; "
+                             f"the config asks for the {self.name} model {self.cfg.model.name!r}")
+        for key, value in data.info.items():
+            if key in ckpt and list(ckpt[key]) != list(value):
+                raise ValueError(f"checkpoint {path} was trained on {key} {list(ckpt[key])[:8]}...; the data has "
+                                 f"{list(value)[:8]}...")
+
+    def describe(self, data: TaskData) -> str:
+        """One line about the data for the run's log."""
+        return f"{len(data.train)} train / {len(data.val)} val samples"
+
+    def log_step(self, rec: dict, total: int) -> str:
+        """The log line of a step record (non-interactive runs)."""
+        terms = ", ".join(f"{k[5:]} {v:.3f}" for k, v in rec.items() if k.startswith("loss_"))
+        return (f"epoch {rec['epoch']} step {rec['step']}/{total} loss {rec['loss']:.4f}"
+                + (f" ({terms})" if terms else "") + f" lr {rec['lr']:.4g} {rec['images_per_s']:.1f} img/s")
+
+    def finish(self, run) -> None:
+        """After the run, on rank 0 (e.g. draw the curves)."""
+
+
+class Callback:
+    """Hooks around the loop; every method gets the ``Trainer`` (``trainer.state``: epoch, step,
+    step_in_epoch, best; ``trainer.model``, ``trainer.optimizer``, ``trainer.cfg``). They run on
+    every rank; check ``trainer.dist.is_main`` to act once."""
+
+    def before_train(self, trainer) -> None:
+        pass
+
+    def after_step(self, trainer, terms: dict[str, float]) -> None:
+        """After each optimizer step; ``terms``: this rank's mean loss terms of the step (empty for
+        a skipped non-finite step)."""
+
+    def after_epoch(self, trainer, record: dict) -> None:
+        """After each pass over the data (``record``: the "epoch" record of metrics.jsonl)."""
+
+    def after_eval(self, trainer, record: dict) -> None:
+        """After each evaluation (``record``: the "eval" record)."""
+
+    def after_train(self, trainer, result: dict[str, Any]) -> None:
+        """When the run ends (finished or preempted)."""
