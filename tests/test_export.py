@@ -95,23 +95,24 @@ def test_cli(tmp_path, capsys):
 
 
 def test_cli_detection_checkpoint_dispatch(tmp_path, monkeypatch, capsys):
-    """A detection checkpoint goes to botnet.detection.export; its result is printed by the command."""
+    """A detection checkpoint goes to botnet.export.detection with the command's options as plain
+    arguments; its result is printed by the command."""
     from botnet.export import ExportResult
 
     torch.save({"kind": "detection", "model": {}, "model_name": "maskrcnn_botnet50"}, tmp_path / "det.pt")
     argv = ["export", "--checkpoint", str(tmp_path / "det.pt"), "--format", "onnx", "--output", str(tmp_path / "d.onnx")]
-    fake = types.ModuleType("botnet.detection.export")
+    fake = types.ModuleType("botnet.export.detection")
     seen = []
 
-    def export_checkpoint(args):
-        seen.append((args.checkpoint, args.format))
-        return "maskrcnn_x", ExportResult(args.output, "onnx", (3, 64, 64), 1e-6, 1e-4, 0.5, {"opset": 17})
+    def export_checkpoint(path, output, fmt, **options):
+        seen.append((path, fmt, options))
+        return "maskrcnn_x", ExportResult(output, "onnx", (3, 64, 64), 1e-6, 1e-4, 0.5, {"opset": 17})
 
     fake.export_checkpoint = export_checkpoint
     fake.describe_checks = lambda res: "checked"
-    monkeypatch.setitem(sys.modules, "botnet.detection.export", fake)
+    monkeypatch.setitem(sys.modules, "botnet.export.detection", fake)
     assert main(argv) == 0
-    assert seen == [(str(tmp_path / "det.pt"), "onnx")]
+    assert seen == [(str(tmp_path / "det.pt"), "onnx", {"img_size": None, "batch_size": 1, "opset": 17, "use_ema": False})]
     assert "exported maskrcnn_x to" in capsys.readouterr().out
 
 

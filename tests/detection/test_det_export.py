@@ -16,7 +16,8 @@ import torch
 from botnet.cli import main
 from botnet.config import config_to_dict
 from botnet.detection.config import DetTrainConfig
-from botnet.detection.export import _check_detections, _quiet_det, check_images
+from botnet.export.checks import check_detections
+from botnet.export.detection import check_images, quiet_detector_export
 from botnet.cli.export import cmd_export
 from botnet.detection.loading import build_detector_from_config, load_detector
 from botnet.export import ExportError, export_model
@@ -63,7 +64,7 @@ def _assert_close(got: dict, ref: dict, keys, model):
     """The exporters' own check (raises ExportError): same detections, boxes / scores / masks within
     1e-4 + 1e-4 x max |PyTorch output|, in order up to float-rounding ties."""
     rh = model.roi_heads
-    return _check_detections(got, ref, keys, (rh.score_thresh, rh.detections_per_img), 1e-4, 1e-4, "test")
+    return check_detections(got, ref, keys, (rh.score_thresh, rh.detections_per_img), 1e-4, 1e-4, "test")
 
 
 def test_fixed_size_transform_exports_its_input(ckpts, tmp_path):
@@ -79,7 +80,7 @@ def test_fixed_size_transform_exports_its_input(ckpts, tmp_path):
             return model.transform([x])[0].tensors
 
     x, y = torch.rand(3, S, S), torch.rand(3, S, S)
-    with _quiet_det():
+    with quiet_detector_export():
         torch.onnx.export(Batch(), (x,), str(tmp_path / "t.onnx"), input_names=["image"], dynamo=False, opset_version=17)
     sess = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
     for img in (x, y):
@@ -144,19 +145,19 @@ def test_detection_matching_tolerates_near_ties_only():
     boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40], [5, 5, 50, 60], [1, 2, 3, 4]])
     ref = {"boxes": boxes, "labels": torch.tensor([1, 2, 2, 1]), "scores": torch.tensor([0.9, 0.5, 0.5 - 1e-8, 0.05])}
     swapped = {k: v[[0, 2, 1, 3]] for k, v in ref.items()}  # a near-tie in the other order
-    rec = _check_detections(swapped, ref, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")
+    rec = check_detections(swapped, ref, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")
     assert rec["reordered"] == 2 and rec["max_abs_diff"]["boxes"] == 0
     cut = {k: v[:3] for k, v in ref.items()}  # the last one sits on the score threshold: may be missing
-    assert _check_detections(cut, ref, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")["borderline"] == 1
+    assert check_detections(cut, ref, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")["borderline"] == 1
     far = {**ref, "scores": torch.tensor([0.9, 0.5, 0.4, 0.05])}  # not a tie: the order must hold
     far_swapped = {k: v[[0, 2, 1, 3]] for k, v in far.items()}
     with pytest.raises(ExportError, match="detection 1 of PyTorch"):
-        _check_detections(far_swapped, far, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")
+        check_detections(far_swapped, far, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")
     moved = {**ref, "boxes": boxes + torch.tensor([0.0, 0, 0, 1])}
     with pytest.raises(ExportError, match="detection 0 of PyTorch"):
-        _check_detections(moved, ref, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")
+        check_detections(moved, ref, ("boxes", "labels", "scores"), (0.05, 100), 1e-4, 1e-4, "x")
     with pytest.raises(ExportError, match="detection 1 of PyTorch"):
-        _check_detections({k: v[[0, 3]] for k, v in ref.items()}, ref, ("boxes", "labels", "scores"), (0.05, 100),
+        check_detections({k: v[[0, 3]] for k, v in ref.items()}, ref, ("boxes", "labels", "scores"), (0.05, 100),
                           1e-4, 1e-4, "x")
 
 

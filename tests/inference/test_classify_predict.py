@@ -5,6 +5,7 @@ import json
 import logging
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,18 +94,28 @@ def test_cli_errors_are_one_line(tmp_path, images, ckpt, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path / "seg.pt"), str(folder)]) == 2
 
 
-def test_detection_checkpoints_go_to_run_predict(tmp_path, monkeypatch):
+def test_detection_checkpoints_are_drawn(tmp_path, monkeypatch, capsys):
+    """A detection checkpoint: the command loads the detector and gives the library plain arguments."""
     seen = {}
-    fake = types.ModuleType("botnet.detection.predict")
-    fake.run_predict = lambda args: seen.setdefault("args", args) and 7
-    monkeypatch.setitem(sys.modules, "botnet.detection.predict", fake)
+    det = types.ModuleType("botnet.detection.predict")
+
+    def predict_to_folder(model, paths, classes, output, thresh, device, progress=False):
+        seen.update(model=model, paths=paths, classes=classes, output=output, thresh=thresh, device=str(device))
+        yield {"image": str(paths[0]), "height": 4, "width": 4, "detections": [], "drawn": "x.png"}
+
+    det.predict_to_folder = predict_to_folder
+    loading = types.ModuleType("botnet.detection.loading")
+    loading.load_detector = lambda path, device: ("MODEL", {"classes": ["a", "b"]})
+    monkeypatch.setitem(sys.modules, "botnet.detection.predict", det)
+    monkeypatch.setitem(sys.modules, "botnet.detection.loading", loading)
     torch.save({"kind": "detection", "model": {}, "model_name": "maskrcnn_botnet50"}, tmp_path / "det.pt")
-    argv = ["predict", "--checkpoint", str(tmp_path / "det.pt"), "a.jpg", "b", "--output", "o", "--score-thresh", "0.3",
-            "--device", "cpu", "--batch-size", "2", "--json"]
-    assert main(argv) == 7
-    a = seen["args"]
-    assert (a.checkpoint, a.images, a.output, a.score_thresh, a.device, a.batch_size, a.json) == (
-        str(tmp_path / "det.pt"), ["a.jpg", "b"], "o", 0.3, "cpu", 2, True)
+    (tmp_path / "a.png").write_bytes(b"")
+    argv = ["predict", "--checkpoint", str(tmp_path / "det.pt"), str(tmp_path / "a.png"), "--output", "o",
+            "--score-thresh", "0.3", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    assert (seen["model"], seen["classes"], seen["output"], seen["thresh"], seen["device"]) == (
+        "MODEL", ["a", "b"], Path("o"), 0.3, "cpu")
+    assert json.loads(capsys.readouterr().out)[0]["drawn"] == "x.png"
 
 
 def test_real_training_checkpoint(tiny_data, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """``botnet export``: a checkpoint (or a randomly initialised model) to ONNX, TorchScript or
 safetensors, checked against PyTorch after export. Detection checkpoints go to
-``botnet.detection.export.export_checkpoint``."""
+``botnet.export.detection.export_checkpoint``."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             kind, content = checkpoint_kind(args.checkpoint)
             if kind == "detection":
-                from botnet.detection.export import describe_checks, export_checkpoint
+                from botnet.export.detection import describe_checks, export_checkpoint
 
-                name, res = export_checkpoint(args)
+                name, res = export_checkpoint(args.checkpoint, args.output, args.format, img_size=args.img_size,
+                                              batch_size=args.batch_size, opset=args.opset, use_ema=args.ema)
                 return _report(args, name, res, describe_checks(res))
             if kind != "classification":
                 raise ValueError(f"{args.checkpoint} holds a {kind!r} model; export takes classification checkpoints")

@@ -1,8 +1,8 @@
 """``botnet predict``: top-k classes of images with a classifier, or detections with a detector.
 
 The checkpoint says which: a ``botnet train`` checkpoint or a weight file with its model card
-(kind "classification") prints the top-k classes of every image; a detection checkpoint goes to
-``botnet.detection.predict.run_predict``.
+(kind "classification") prints the top-k classes of every image; a detection checkpoint draws its detections
+(``botnet.detection.predict.predict_to_folder``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"botnet predict: {e}", file=sys.stderr)
         return 2
     if kind == "detection":
-        from ..detection.predict import run_predict
-
-        return run_predict(args)
+        return _predict_detection(args)
     if kind != "classification":
         print(f"botnet predict: {args.checkpoint} holds a {kind!r} model; predict runs classification and "
               "detection checkpoints", file=sys.stderr)
@@ -53,6 +51,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         note = f"; {len(res['skipped'])} unreadable skipped" if res["skipped"] else ""
         where = f" -> {Path(args.output) / 'predictions.json'}" if args.output else ""
         print(f"{len(res['predictions'])} images classified by {res['model']}{note}{where}", file=sys.stderr)
+    return 0
+
+
+def _predict_detection(args: argparse.Namespace) -> int:
+    """Detections of every image: OUTPUT/<stem>_pred.png per image and OUTPUT/detections.json."""
+    from ..detection.loading import load_detector
+    from ..detection.predict import predict_to_folder
+    from ..engine.loop import resolve_device
+    from ..inference.classify import expand_image_paths
+
+    try:
+        device = resolve_device(args.device or "auto")
+        model, ckpt = load_detector(args.checkpoint, device)
+        paths = expand_image_paths(args.images)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"botnet predict: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output or "predictions")
+    thresh = 0.5 if args.score_thresh is None else args.score_thresh
+    records = []
+    for rec in predict_to_folder(model, paths, ckpt["classes"], out, thresh, device,
+                                 progress=sys.stderr.isatty() and len(paths) > 1):
+        records.append(rec)
+        if "error" not in rec and not args.json:
+            found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in rec["detections"]) or "nothing"
+            print(f"{rec['image']}: {len(rec['detections'])} detections ({found}) -> {rec['drawn']}")
+    if args.json:
+        print(json.dumps(records))
+    else:
+        print(f"detections of {len(records)} images: {out / 'detections.json'}")
     return 0
 
 

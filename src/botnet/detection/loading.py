@@ -12,7 +12,7 @@ from torch import nn
 from ..config import config_from_dict
 from ..data import builtin_coco_root
 from ..engine.checkpoint import load_checkpoint
-from ..models.weights import read_card, read_state_dict
+from ..models.weights import read_card
 from .builders import create_detector
 from .config import DetTrainConfig
 
@@ -47,13 +47,24 @@ def build_detector_from_config(cfg: DetTrainConfig, num_classes: int, load_backb
     return model
 
 
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found")
+    try:
+        return load_file(path)
+    except Exception as e:  # truncated, not a safetensors file
+        raise ValueError(f"{str(path)!r} cannot be read as a safetensors file ({type(e).__name__}: {e})") from None
+
+
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode on ``device``, checkpoint dict) from a detection checkpoint of
     ``botnet train``, or from a .safetensors file with its card (``botnet export --format
     safetensors``; the dict is then the card plus "model")."""
     if Path(path).suffix.lower() == ".safetensors":
-        weights = read_state_dict(path)  # FileNotFoundError / ValueError naming the file
-        card = read_card(path)
+        card = read_card(path)  # FileNotFoundError naming the file when it or its card is missing
+        weights = _read_safetensors(Path(path))
         if card.get("kind") != "detection" or not card.get("config"):
             raise ValueError(f"{path}: its card describes no detector (kind {card.get('kind')!r}); "
                              "detector weights come from botnet export --format safetensors of a detection checkpoint")

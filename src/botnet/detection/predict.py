@@ -2,14 +2,13 @@
 
 ``predict_images(model, paths, class_names)`` yields one record per image; ``draw_detections``
 draws masks, boxes, class names and scores over an image with torchvision's drawing utilities;
-``run_predict(args)`` is ``botnet predict`` for detection checkpoints.
+``predict_to_folder`` writes the drawn images and ``detections.json`` (``botnet predict``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-__all__ = ["predict_images", "draw_detections", "run_predict"]
+__all__ = ["predict_images", "draw_detections", "predict_to_folder"]
 
 log = logging.getLogger("botnet")
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -74,43 +73,26 @@ def _record_json(rec: dict) -> dict:
     return {"image": rec["path"], "height": int(h), "width": int(w), "detections": dets}
 
 
-def run_predict(args) -> int:
-    """``botnet predict`` for detection checkpoints: uses args.checkpoint, images, output, score_thresh,
-    device, json. Writes OUTPUT/<stem>_pred.png per image and OUTPUT/detections.json."""
-    from .loading import load_detector
-    from ..inference.classify import expand_image_paths, resolve_device
+def predict_to_folder(model, paths: list[Path], class_names: list[str], output: str | Path, score_thresh: float = 0.5,
+                      device: torch.device | str = "cpu", progress: bool = False) -> Iterator[dict]:
+    """Run ``model`` on ``paths``, draw each image's detections into ``output/<stem>_pred.png`` and
+    write every record to ``output/detections.json`` when done. Yields each image's JSON record
+    ({"image", "height", "width", "detections", "drawn"} or {"image", "error"}) as it is made."""
+    from PIL import Image
 
-    try:
-        device = resolve_device(getattr(args, "device", "auto") or "auto")
-        model, ckpt = load_detector(args.checkpoint, device)
-        paths = expand_image_paths(args.images)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"botnet predict: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.output or "predictions")
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    thresh = 0.5 if getattr(args, "score_thresh", None) is None else args.score_thresh
     records = []
-    it = predict_images(model, paths, ckpt["classes"], thresh, device)
-    if sys.stderr.isatty() and len(paths) > 1:
+    it = predict_images(model, paths, class_names, score_thresh, device)
+    if progress:
         from tqdm import tqdm
 
         it = tqdm(it, total=len(paths), desc="predict")
-    from PIL import Image
-
     for rec in it:
         records.append(_record_json(rec))
-        if "error" in rec:
-            continue
-        png = out / f"{Path(rec['path']).stem}_pred.png"
-        Image.fromarray(draw_detections(rec).permute(1, 2, 0).numpy()).save(png)
-        records[-1]["drawn"] = str(png)
-        if not getattr(args, "json", False):
-            found = ", ".join(f"{n} {s:.2f}" for n, s in zip(rec["names"], rec["scores"].tolist())) or "nothing"
-            print(f"{rec['path']}: {len(rec['names'])} detections ({found}) -> {png}")
+        if "error" not in rec:
+            png = out / f"{Path(rec['path']).stem}_pred.png"
+            Image.fromarray(draw_detections(rec).permute(1, 2, 0).numpy()).save(png)
+            records[-1]["drawn"] = str(png)
+        yield records[-1]
     (out / "detections.json").write_text(json.dumps(records, indent=1))
-    if getattr(args, "json", False):
-        print(json.dumps(records))
-    else:
-        print(f"detections of {len(records)} images: {out / 'detections.json'}")
-    return 0

@@ -2,7 +2,8 @@
 
 from . import _timm
 from . import botnet as _entrypoints  # noqa: F401  (registers the models)
-from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from ._builder import create_model
+from ._registry import is_model, list_models, model_entrypoint, register_model
 from ._timm import register_timm_models, timm_name
 from .features import FeatureInfo, FeatureListNet
 from .resnet import NetCfg, ResNet, build_model
@@ -14,4 +15,4 @@ __all__ = [
     "timm_name",
 ]
 
-_timm.install()  # our models in timm's registry once timm is imported (timm is optional)
+_timm.install()  # our models in timm's registry when timm is installed (timm is optional)

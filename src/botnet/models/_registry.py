@@ -1,20 +1,16 @@
-"""Model registry: ``register_model`` decorates entry points; ``create_model`` builds by name
-(timm's keywords: ``pretrained``, ``features_only``, ``out_indices``, ``checkpoint_path``)."""
+"""Model registry: ``register_model`` decorates entry points, ``model_entrypoint`` finds one by name;
+``create_model`` (``botnet.models._builder``) builds by name with timm's keywords."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import logging
-import os
-from collections.abc import Sequence
 from typing import Callable
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
+__all__ = ["register_model", "list_models", "is_model", "model_entrypoint"]
 
-log = logging.getLogger("botnet")
 _entrypoints: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -42,45 +38,3 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (`botnet list` shows all {len(_entrypoints)} names)")
     return _entrypoints[name]
-
-
-def create_model(name: str, pretrained: bool | str | os.PathLike = False, *, features_only: bool = False,
-                 out_indices: int | Sequence[int] | None = None, checkpoint_path: str | os.PathLike | None = None,
-                 use_ema: bool = False, **kwargs) -> nn.Module:
-    """Build a registered model, with timm's keywords.
-
-    Args:
-        name: a registered name (``list_models()``).
-        pretrained: False, or the path of weights to load into the layers that match (our
-            .safetensors / .pt files, a ``botnet train`` checkpoint, a torchvision or timm ResNet /
-            SE-ResNet state dict); what was loaded is logged and kept as ``model.pretrained_report``.
-            True is an error: no weights are downloadable.
-        features_only: return a ``FeatureListNet`` giving the feature maps of ``out_indices``
-            (0: stem at stride 2, 1-4: c2..c5; default all five) instead of the classifier.
-        checkpoint_path: weights to load strictly after building (every tensor must match), as timm.
-        use_ema: read the EMA weights of a ``botnet train`` checkpoint (``pretrained`` /
-            ``checkpoint_path``).
-        **kwargs: go to the entry point: constructor options (``num_classes``, ``in_chans``,
-            ``img_size``, ``drop_rate``, ``drop_path_rate``, ``act_layer``, ``norm_layer``,
-            ``zero_init_last``) and any architecture field of ``NetCfg`` (``layers``, ``attn_layers``,
-            ``pos_enc``, ``content``, ``num_heads``, ``stride_in_1x1``, ``width``, ...).
-    """
-    from .weights import NO_WEIGHTS_MESSAGE, load_weights
-
-    if pretrained is True:
-        raise ValueError(f"create_model({name!r}, pretrained=True): {NO_WEIGHTS_MESSAGE} (pretrained=PATH loads "
-                         "the layers that match, checkpoint_path=PATH all of them)")
-    if out_indices is not None and not features_only:
-        raise ValueError("out_indices selects feature maps: pass features_only=True with it")
-    model = model_entrypoint(name)(**kwargs)
-    model.model_name = name
-    if pretrained:
-        model.pretrained_report = load_weights(model, pretrained, use_ema=use_ema)
-        log.info("%s: pretrained %s: %s", name, pretrained, model.pretrained_report.summary())
-    if checkpoint_path:
-        load_weights(model, checkpoint_path, strict=True, use_ema=use_ema)
-    if features_only:
-        from .features import FeatureListNet
-
-        model = FeatureListNet(model, (0, 1, 2, 3, 4) if out_indices is None else out_indices)
-    return model

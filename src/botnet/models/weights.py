@@ -20,18 +20,18 @@ load only files you trust, or use safetensors.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .files import file_sha256, write_atomic
 
 __all__ = [
     "KEY_MAPS", "LoadReport", "extract_state_dict", "read_state_dict", "remap_keys", "load_matching",
@@ -273,27 +273,6 @@ def model_card(model: nn.Module, **fields) -> dict:
     return card
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def card_path(weights_path: str | os.PathLike) -> Path:
     """The card beside a weight file: ``dir/name.safetensors`` -> ``dir/name.json``."""
     return Path(weights_path).with_suffix(".json")
@@ -312,12 +291,12 @@ def save_weights(model: nn.Module, path: str | os.PathLike, card: dict | None = 
         from safetensors.torch import save_file
 
         meta = {"format": "pt", "model_name": str(info.get("model_name")), "botnet_version": info["botnet_version"]}
-        _write_atomic(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+        write_atomic(path, lambda tmp: save_file(sd, tmp, metadata=meta))
     else:
-        _write_atomic(path, lambda tmp: torch.save(sd, tmp))
-    info.update(weights_file=path.name, weights_format=fmt, sha256=_sha256(path))
+        write_atomic(path, lambda tmp: torch.save(sd, tmp))
+    info.update(weights_file=path.name, weights_format=fmt, sha256=file_sha256(path))
     out = card_path(path)
-    _write_atomic(out, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    write_atomic(out, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=str) + "\n"))
     return out
 
 
@@ -332,7 +311,7 @@ def read_card(weights_path: str | os.PathLike, check_hash: bool = True) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"model card {path} is not valid JSON ({e})") from None
     if check_hash and card.get("sha256") and Path(weights_path).is_file():
-        digest = _sha256(Path(weights_path))
+        digest = file_sha256(Path(weights_path))
         if digest != card["sha256"]:
             log.warning("%s: sha256 %s... differs from its card's %s...: the weights were changed after the card was written",
                         weights_path, digest[:12], card["sha256"][:12])
@@ -367,7 +346,7 @@ def _is_train_checkpoint(obj) -> bool:
 def load_model(source: str | os.PathLike | dict, *, use_ema: bool = False) -> tuple[nn.Module, dict]:
     """Rebuild a classifier from a weight file with its card (``save_weights``) or from a
     ``botnet train`` checkpoint (a path or the loaded dict). Returns ``(model.eval(), card)``."""
-    from ._registry import create_model
+    from ._registry import model_entrypoint
 
     where = "the checkpoint" if isinstance(source, dict) else str(source)
     obj = source if isinstance(source, dict) else _read_file(source)
@@ -381,7 +360,8 @@ def load_model(source: str | os.PathLike | dict, *, use_ema: bool = False) -> tu
         card = read_card(source)
         if card.get("kind", "classification") != "classification" or not card.get("architecture"):
             raise ValueError(f"{where}: its card describes no classifier architecture (kind {card.get('kind')!r})")
-    model = create_model(card["model_name"], **card["architecture"])
+    model = model_entrypoint(card["model_name"])(**card["architecture"])
+    model.model_name = card["model_name"]
     usable, report = _match(model, extract_state_dict(obj, use_ema), None, False)
     if not report.complete:
         raise ValueError(f"{where} does not match the {card['model_name']} its card describes: {report.summary()}")

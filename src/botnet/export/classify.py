@@ -22,75 +22,18 @@ but work; their deprecation warnings are silenced here.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .layers import use_kernel
+from ..layers import use_kernel
+from .core import ATOL, DEFAULT_OPSET, RTOL, ExportResult, compare_outputs, quiet_export, register_exporter
 
-__all__ = ["EXPORTERS", "ExportError", "ExportResult", "register_exporter", "export_model", "export_onnx",
-           "export_torchscript", "export_safetensors", "DEFAULT_OPSET", "ATOL", "RTOL"]
-
-DEFAULT_OPSET = 17
-ATOL = 1e-4
-RTOL = 1e-4
-EXPORTERS: dict[tuple[str, str], Callable[..., "ExportResult"]] = {}
-
-
-class ExportError(RuntimeError):
-    """The exported model does not reproduce the PyTorch model (or could not be run)."""
-
-
-@dataclass
-class ExportResult:
-    path: str
-    format: str
-    input_shape: tuple[int, ...]
-    max_abs_diff: float | None  # exported vs PyTorch on a random input; None when not verified
-    tolerance: float | None  # the largest difference accepted: atol + rtol * max |PyTorch output|
-    seconds: float
-    extra: dict = field(default_factory=dict)  # e.g. {"opset": 17}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def register_exporter(kind: str, fmt: str):
-    """Decorator: ``fn(model, path, **options) -> ExportResult`` exports models of ``kind`` to ``fmt``."""
-
-    def deco(fn):
-        key = (kind, fmt)
-        if key in EXPORTERS:
-            raise ValueError(f"an exporter for {kind} models to {fmt} is already registered")
-        EXPORTERS[key] = fn
-        return fn
-
-    return deco
-
-
-# modules that register the exporters of other kinds when imported
-_EXPORTER_MODULES = {"detection": "botnet.detection.export"}
-
-
-def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, kind: str = "classification", **options) -> ExportResult:
-    """Export ``model`` (a ``kind`` model) to ``path`` in format ``fmt``; see ``EXPORTERS``."""
-    if kind in _EXPORTER_MODULES and not any(k == kind for k, _ in EXPORTERS):
-        import importlib
-
-        importlib.import_module(_EXPORTER_MODULES[kind])
-    fn = EXPORTERS.get((kind, fmt))
-    if fn is None:
-        have = sorted(f for k, f in EXPORTERS if k == kind)
-        raise ValueError(f"no exporter for {kind} models to {fmt!r}" + (f"; available: {', '.join(have)}" if have else ""))
-    return fn(model, path, **options)
+__all__ = ["export_onnx", "export_torchscript", "export_safetensors"]
 
 
 def _prepare(model: nn.Module, img_size, batch_size: int, seed: int):
@@ -108,28 +51,6 @@ def _prepare(model: nn.Module, img_size, batch_size: int, seed: int):
     return model, x
 
 
-def _compare(out, ref: torch.Tensor, atol: float, rtol: float, what: str) -> tuple[float, float]:
-    """(max abs difference, tolerance); raises ExportError above the tolerance (or on NaN)."""
-    out = torch.as_tensor(out)
-    diff = float((out.double() - ref.double()).abs().max())
-    tol = atol + rtol * float(ref.abs().max())
-    if not diff <= tol:  # also catches NaN
-        raise ExportError(f"{what} differs from PyTorch by {diff:.3g} (max abs), above the tolerance {tol:.3g} "
-                          f"(atol {atol:g} + rtol {rtol:g} x max |output| {float(ref.abs().max()):.3g})")
-    return diff, tol
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the tracer's and the deprecated exporters' warnings (expected: sizes are fixed at export)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
-        warnings.filterwarnings("ignore", message=r".*(legacy TorchScript-based ONNX export|torch\.jit).*")
-        yield
-
-
 @register_exporter("classification", "onnx")
 def export_onnx(model: nn.Module, path: str | os.PathLike, img_size: int | tuple[int, int] | None = None,
                 batch_size: int = 1, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, verify: bool = True,
@@ -142,7 +63,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, img_size: int | tuple
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with _quiet(), use_kernel("reference"), torch.no_grad():
+    with quiet_export(), use_kernel("reference"), torch.no_grad():
         torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
                           opset_version=opset, dynamic_axes=axes, dynamo=False, do_constant_folding=True)
     import onnx
@@ -159,7 +80,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, img_size: int | tuple
             out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
         except Exception as e:
             raise ExportError(f"ONNX Runtime could not run {path} ({type(e).__name__}: {e})") from e
-        diff, tol = _compare(out, ref, atol, rtol, f"ONNX model {path}")
+        diff, tol = compare_outputs(out, ref, atol, rtol, f"ONNX model {path}")
     return ExportResult(str(path), "onnx", tuple(x.shape), diff, tol, time.perf_counter() - t0,
                         {"opset": opset, "dynamic_batch": dynamic_batch, "exporter": "torch.onnx.export(dynamo=False)"})
 
@@ -175,7 +96,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, img_size: int 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     diff = tol = None
-    with _quiet():
+    with quiet_export():
         with use_kernel("reference"), torch.no_grad():
             traced = torch.jit.trace(model, x, check_trace=False)
         traced.save(str(path))
@@ -184,7 +105,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, img_size: int 
             with torch.no_grad():
                 out, ref = loaded(x), model(x)
     if verify:
-        diff, tol = _compare(out, ref, atol, rtol, f"TorchScript model {path}")
+        diff, tol = compare_outputs(out, ref, atol, rtol, f"TorchScript model {path}")
     return ExportResult(str(path), "torchscript", tuple(x.shape), diff, tol, time.perf_counter() - t0,
                         {"exporter": "torch.jit.trace"})
 
@@ -195,7 +116,7 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike, img_size: int 
                        seed: int = 0, card: dict | None = None) -> ExportResult:
     """Save the weights as safetensors with the model card beside them (``save_weights``), rebuild
     the model from the pair (``load_model``) and compare it with the original."""
-    from .models.weights import load_model, save_weights
+    from ..models.weights import load_model, save_weights
 
     t0 = time.perf_counter()
     model, x = _prepare(model, img_size, batch_size, seed)
@@ -206,5 +127,5 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike, img_size: int 
     if verify:
         loaded, _ = load_model(path)
         with torch.no_grad():
-            diff, tol = _compare(loaded(x), model(x), atol, rtol, f"weights {path}")
+            diff, tol = compare_outputs(loaded(x), model(x), atol, rtol, f"weights {path}")
     return ExportResult(str(path), "safetensors", tuple(x.shape), diff, tol, time.perf_counter() - t0, {"card": str(card_file)})

@@ -1,8 +1,8 @@
 """Export detectors (Mask R-CNN / Faster R-CNN) to ONNX, TorchScript or safetensors, checked against PyTorch.
 
 The exporters register in ``botnet.export.EXPORTERS`` under kind "detection", so
-``export_model(model, path, fmt, kind="detection")`` reaches them; ``export_checkpoint(args)``
-is the detector part of ``botnet export`` for ``det-train`` checkpoints.
+``export_model(model, path, fmt, kind="detection")`` reaches them; ``export_checkpoint(path, output, fmt)``
+exports a detection checkpoint (``botnet export`` uses it).
 
 - **ONNX** (``torch.onnx.export(dynamo=False)``, the TorchScript-based exporter torchvision's own
   tests use, opset 17 by default, 11 at least): input ``image``, one (3, S, S) float RGB image in
@@ -12,7 +12,7 @@ is the detector part of ``botnet export`` for ``det-train`` checkpoints.
 - **TorchScript** (``torch.jit.script`` of the whole detector): the torchvision API, a list of
   (3, H, W) images of any size up to S x S; a scripted detector returns ``(losses, detections)``.
 - **safetensors**: the weights plus a card (``<stem>.json``) holding the ``det-train`` config,
-  classes and category ids; ``botnet.engine.detect.load_detector`` (so ``botnet predict`` and
+  classes and category ids; ``botnet.detection.load_detector`` (so ``botnet predict`` and
   ``det-eval``) rebuilds the detector from the pair.
 
 Every export is run back (ONNX Runtime on CPU, ``torch.jit.load``, or the rebuilt model) on the
@@ -22,7 +22,7 @@ detections with the same labels, in PyTorch's order, and boxes, scores and masks
 ``botnet.export``'s tolerance, ``1e-4 + 1e-4 x max |PyTorch output|`` per output (boxes: ~1e-2 px at
 S = 128; scores and mask probabilities, both in [0, 1]: at most 2e-4). Float rounding may only swap
 detections whose scores are within the tolerance of each other, or drop one that sits on the
-score threshold or the detections-per-image cut (``_check_detections``). Anything else raises
+score threshold or the detections-per-image cut (``botnet.export.checks.check_detections``). Anything else raises
 ``ExportError``. A uniform image is not a check image: its feature maps are equal at every
 location, so many anchors tie exactly in the RPN's top-k and NMS, and ONNX Runtime and PyTorch may
 break the ties differently (different but equally valid proposals).
@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..export import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, _compare, _quiet, register_exporter
+from .checks import check_detections, export_result
+from .core import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, export_model, quiet_export, register_exporter
 from ..layers import use_kernel
 
 __all__ = ["check_images", "detector_outputs", "export_detector_onnx", "export_detector_torchscript",
@@ -95,11 +96,11 @@ def _prepare(model: nn.Module, img_size: int | None) -> tuple[nn.Module, int]:
 
 
 @contextlib.contextmanager
-def _quiet_det():
-    """``_quiet`` plus torch's and torchvision's UserWarnings while tracing / scripting a detector
+def quiet_detector_export():
+    """``quiet_export`` plus torch's and torchvision's UserWarnings while tracing / scripting a detector
     (torchvision's ONNX paths build tensors from traced sizes; the exporter notes that its
     advanced-indexing export assumes non-negative indices, which nonzero / topk indices are)."""
-    with _quiet(), warnings.catch_warnings():
+    with quiet_export(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|torchvision)(\.|$)")
         yield
 
@@ -111,105 +112,6 @@ def _name(model: nn.Module) -> str:
 def _limits(model: nn.Module) -> tuple[float, int]:
     """(box score threshold, detections per image) of a torchvision detector."""
     return float(model.roi_heads.score_thresh), int(model.roi_heads.detections_per_img)
-
-
-def _check_detections(got: dict, ref: dict, keys, limits: tuple[float, int], atol: float, rtol: float, what: str) -> dict:
-    """Compare one image's detections (dicts of tensors) with PyTorch's; raise ExportError on a mismatch.
-
-    Detection i of PyTorch is matched to detection i of the export when both have the same label
-    and their box and score are within tolerance (``atol + rtol * max |PyTorch output|``); only
-    when that fails, to another unmatched detection j with the same label, box and score, and only
-    if PyTorch's detection j scores within the tolerance of detection i. So the order may differ
-    only among detections whose scores differ by less than the tolerance: their order comes from
-    float rounding (two scores 1.5e-8 apart came out swapped in ONNX Runtime on a random BoT50
-    Mask R-CNN). For the same reason, a detection whose score is within the tolerance of the
-    score threshold, or of the lowest kept score when ``detections_per_img`` are kept, may be
-    missing on either side. Everything else must match one to one, masks included.
-
-    Returns {"detections": N, "max_abs_diff": {key: d}, "tolerance": {key: t}, "reordered": n,
-    "borderline": n}."""
-    keys = [k for k in keys if k != "labels"]
-    ref = {k: v.detach().cpu() for k, v in ref.items()}
-    got = {k: torch.as_tensor(v).detach().cpu() for k, v in got.items()}
-    n_ref, n_got = len(ref["scores"]), len(got["scores"])
-    rec = {"detections": n_ref, "max_abs_diff": {}, "tolerance": {}, "reordered": 0, "borderline": 0}
-    if n_got != n_ref:
-        rec["detections_export"] = n_got
-    if n_ref == 0 and n_got == 0:
-        return rec
-    scale = {k: float(ref[k].abs().max()) if n_ref else float(got[k].abs().max()) for k in ("boxes", "scores")}
-    tol_s, tol_b = atol + rtol * scale["scores"], atol + rtol * scale["boxes"]
-    s_ref, s_got = ref["scores"].double(), got["scores"].double()
-    ok = ((s_ref[:, None] - s_got[None, :]).abs() <= tol_s) & (ref["labels"].long()[:, None] == got["labels"].long()[None, :])
-    box_diff = (ref["boxes"].double()[:, None] - got["boxes"].double()[None, :]).abs().amax(-1) if n_ref and n_got \
-        else torch.zeros(n_ref, n_got, dtype=torch.float64)
-    ok &= box_diff <= tol_b
-    # detection i may sit at place j != i only when PyTorch's detection j has a score tied with i's
-    m = min(n_ref, n_got)
-    ok[:, :m] &= (s_ref[:, None] - s_ref[None, :m]).abs() <= tol_s
-    pairs, used = [], torch.zeros(n_got, dtype=torch.bool)
-    for i in range(n_ref):
-        if i < n_got and ok[i, i] and not used[i]:
-            j = i
-        else:
-            cand = (ok[i] & ~used).nonzero().flatten()
-            if len(cand) == 0:
-                continue
-            j = int(cand[box_diff[i, cand].argmin()])
-        used[j] = True
-        pairs.append((i, j))
-    thresh, max_dets = limits
-
-    def borderline(scores: torch.Tensor, idx: int) -> bool:
-        s = float(scores[idx])
-        return abs(s - thresh) <= tol_s or (len(scores) >= max_dets and abs(s - float(scores.min())) <= tol_s)
-
-    matched_ref = {i for i, _ in pairs}
-    for side, scores, unmatched in (("PyTorch", s_ref, [i for i in range(n_ref) if i not in matched_ref]),
-                                    ("the export", s_got, (~used).nonzero().flatten().tolist())):
-        for i in unmatched:
-            if not borderline(scores, i):
-                src = ref if side == "PyTorch" else got
-                other = "the export" if side == "PyTorch" else "PyTorch"
-                box = [round(float(v), 2) for v in src["boxes"][i]]
-                raise ExportError(
-                    f"{what}: {n_got} detections, PyTorch {n_ref}; detection {i} of {side} (label {int(src['labels'][i])}, "
-                    f"score {float(scores[i]):.4g}, box {box}) has none in {other} with the same label and box and score "
-                    f"within {tol_b:.3g} and {tol_s:.3g}")
-            rec["borderline"] += 1
-    rec["reordered"] = sum(i != j for i, j in pairs)
-    if not pairs:
-        return rec
-    ri, gi = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
-    for k in keys:
-        a, b = got[k][gi], ref[k][ri]
-        if tuple(a.shape) != tuple(b.shape):
-            raise ExportError(f"{what}: {k} of shape {tuple(got[k].shape)}, PyTorch {tuple(ref[k].shape)}")
-        if k in ("boxes", "scores"):  # within tolerance by the matching
-            diff, tol = float((a.double() - b.double()).abs().max()), (tol_b if k == "boxes" else tol_s)
-        else:
-            diff, tol = _compare(a, b, atol, rtol, f"{what}: {k}")
-        rec["max_abs_diff"][k], rec["tolerance"][k] = diff, tol
-    return rec
-
-
-def _summary(checks: list[dict]) -> tuple[float, float, str | None]:
-    """(max abs diff, its tolerance, which output) of the output closest to its tolerance."""
-    worst, best_ratio = (0.0, ATOL, None), -1.0
-    for c in checks:
-        for k, d in c["max_abs_diff"].items():
-            ratio = d / c["tolerance"][k]
-            if ratio > best_ratio:
-                best_ratio, worst = ratio, (d, c["tolerance"][k], f"{k} on {c['image']}")
-    return worst
-
-
-def _result(path, fmt, size, checks, t0, extra) -> ExportResult:
-    diff, tol, worst = _summary(checks) if checks else (None, None, None)
-    extra = {**extra, "checks": checks}
-    if checks:
-        extra["worst"] = worst
-    return ExportResult(str(path), fmt, (3, size, size), diff, tol, time.perf_counter() - t0, extra)
 
 
 class _SingleImage(nn.Module):
@@ -254,7 +156,7 @@ def export_detector_onnx(model: nn.Module, path: str | os.PathLike, img_size: in
     wrapper = _SingleImage(model, keys).eval()
     axes = {k: {0: "detections"} for k in keys}
     try:
-        with _quiet_det(), use_kernel("reference"), torch.no_grad():
+        with quiet_detector_export(), use_kernel("reference"), torch.no_grad():
             torch.onnx.export(wrapper, (images[0][1],), str(path), input_names=["image"], output_names=list(keys),
                               opset_version=opset, dynamic_axes=axes, dynamo=False, do_constant_folding=True)
     except Exception as e:
@@ -275,10 +177,10 @@ def export_detector_onnx(model: nn.Module, path: str | os.PathLike, img_size: in
         except Exception as e:
             raise ExportError(f"ONNX Runtime could not run {path} ({type(e).__name__}: {_first_line(e)})") from e
         for (name, _), out, ref in zip(images, outs, refs):
-            rec = _check_detections(dict(zip(keys, out)), ref, keys, _limits(model), atol, rtol,
+            rec = check_detections(dict(zip(keys, out)), ref, keys, _limits(model), atol, rtol,
                                     f"ONNX model {path} on the {name} image")
             checks.append({"image": name, **rec})
-    return _result(path, "onnx", size, checks, t0, {"opset": opset, "outputs": list(keys),
+    return export_result(path, "onnx", size, checks, t0, {"opset": opset, "outputs": list(keys),
                                                     "exporter": "torch.onnx.export(dynamo=False)"})
 
 
@@ -298,7 +200,7 @@ def export_detector_torchscript(model: nn.Module, path: str | os.PathLike, img_s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _quiet_det():
+        with quiet_detector_export():
             scripted = torch.jit.script(model)
     except Exception as e:
         raise ExportError(f"torch.jit.script failed for {_name(model)} ({type(e).__name__}: {_first_line(e)})") from e
@@ -306,19 +208,19 @@ def export_detector_torchscript(model: nn.Module, path: str | os.PathLike, img_s
     checks = []
     if verify:
         refs = _pytorch_reference(model, images)
-        with _quiet_det(), torch.no_grad():
+        with quiet_detector_export(), torch.no_grad():
             warnings.filterwarnings("ignore", message=r"RCNN always returns a \(Losses, Detections\) tuple in scripting")
             loaded = torch.jit.load(str(path), map_location="cpu").eval()
             single = [loaded([img])[1][0] for _, img in images]
             batched = loaded([img for _, img in images])[1]
         for (name, _), out, ref in zip(images, single, refs):
-            checks.append({"image": name, **_check_detections(out, ref, keys, _limits(model), atol, rtol,
+            checks.append({"image": name, **check_detections(out, ref, keys, _limits(model), atol, rtol,
                                                               f"TorchScript model {path} on the {name} image")})
         for (name, _), out, ref in zip(images, batched, refs):
-            rec = _check_detections(out, ref, keys, _limits(model), atol, rtol,
+            rec = check_detections(out, ref, keys, _limits(model), atol, rtol,
                                     f"TorchScript model {path} on the {name} image (in a batch)")
             checks.append({"image": f"{name} (batch)", **rec})
-    return _result(path, "torchscript", size, checks, t0, {"outputs": list(keys), "exporter": "torch.jit.script"})
+    return export_result(path, "torchscript", size, checks, t0, {"outputs": list(keys), "exporter": "torch.jit.script"})
 
 
 @register_exporter("detection", "safetensors")
@@ -332,8 +234,9 @@ def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_s
     from safetensors.torch import save_file
 
     from .. import __version__
-    from .loading import load_detector
-    from ..models.weights import _sha256, _write_atomic, card_path
+    from ..detection.loading import load_detector
+    from ..models.files import file_sha256, write_atomic
+    from ..models.weights import card_path
 
     t0 = time.perf_counter()
     path = Path(path)
@@ -346,14 +249,14 @@ def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_s
     model, size = _prepare(model, img_size)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "model_name": _name(model), "botnet_version": __version__}
-    _write_atomic(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    write_atomic(path, lambda tmp: save_file(sd, tmp, metadata=meta))
     info = {"card_version": 1, "kind": "detection", "model_name": _name(model), "img_size": size,
             "input_size": [3, size, size], "num_classes": len(card["classes"]) + 1,
             "num_params": sum(p.numel() for p in model.parameters()), "botnet_version": __version__,
             **{k: card[k] for k in DET_CARD_FIELDS if k in card},
-            "weights_file": path.name, "weights_format": "safetensors", "sha256": _sha256(path)}
+            "weights_file": path.name, "weights_format": "safetensors", "sha256": file_sha256(path)}
     card_file = card_path(path)
-    _write_atomic(card_file, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    write_atomic(card_file, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=str) + "\n"))
     checks = []
     if verify:
         images = images if images is not None else check_images(size)
@@ -361,9 +264,9 @@ def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_s
         refs = _pytorch_reference(model, images)
         outs = _pytorch_reference(loaded, images)
         for (name, _), out, ref in zip(images, outs, refs):
-            checks.append({"image": name, **_check_detections(out, ref, detector_outputs(model), _limits(model),
+            checks.append({"image": name, **check_detections(out, ref, detector_outputs(model), _limits(model),
                                                               atol, rtol, f"weights {path} on the {name} image")})
-    return _result(path, "safetensors", size, checks, t0, {"card": str(card_file)})
+    return export_result(path, "safetensors", size, checks, t0, {"card": str(card_file)})
 
 
 def _first_line(e: BaseException) -> str:
@@ -371,27 +274,27 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def export_checkpoint(args) -> tuple[str, ExportResult]:
-    """The detector part of ``botnet export --checkpoint DETCKPT`` (args.checkpoint, format, output,
-    img_size, batch_size, opset, ema): (detector name, result). Raises ValueError on bad input and
-    ExportError when the export does not reproduce PyTorch; the command prints them."""
-    from .loading import load_detector
-    from ..export import export_model
+def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, fmt: str, *, img_size: int | None = None,
+                      batch_size: int = 1, opset: int = DEFAULT_OPSET, use_ema: bool = False) -> tuple[str, ExportResult]:
+    """Export the detector of a detection checkpoint (or safetensors weights with their card) to
+    ``output`` in ``fmt``: (detector name, result). Raises ValueError on bad input and ExportError
+    when the export does not reproduce PyTorch."""
+    from ..detection.loading import load_detector
 
-    if args.format not in FORMATS:
-        raise ValueError(f"detection checkpoints export to {', '.join(FORMATS)}; got {args.format!r}")
-    if getattr(args, "ema", False):
-        raise ValueError("det-train checkpoints hold no EMA weights: drop --ema")
-    if getattr(args, "batch_size", 1) not in (None, 1):
+    if fmt not in FORMATS:
+        raise ValueError(f"detection checkpoints export to {', '.join(FORMATS)}; got {fmt!r}")
+    if use_ema:
+        raise ValueError("detection checkpoints hold no EMA weights: drop --ema")
+    if batch_size not in (None, 1):
         raise ValueError("--batch-size is for classifiers: an ONNX detector takes one (3, S, S) image per run, "
                          "a TorchScript one a list of images")
-    model, ckpt = load_detector(args.checkpoint)
-    options = {"img_size": getattr(args, "img_size", None)}
-    if args.format == "onnx":
-        options["opset"] = args.opset
-    if args.format == "safetensors":
+    model, ckpt = load_detector(path)
+    options = {"img_size": img_size}
+    if fmt == "onnx":
+        options["opset"] = opset
+    if fmt == "safetensors":
         options["card"] = {k: ckpt[k] for k in DET_CARD_FIELDS if k in ckpt}
-    return _name(model), export_model(model, args.output, args.format, kind="detection", **options)
+    return _name(model), export_model(model, output, fmt, kind="detection", **options)
 
 
 def describe_checks(res: ExportResult) -> str:
