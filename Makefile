@@ -26,8 +26,8 @@ demo: $(STAMP)
 # Train a tiny BoTNet Mask R-CNN on the built-in COCO-format scenes (generated on first use),
 # print its COCO table and draw its predictions on the first validation images.
 det-demo: $(STAMP)
-	$(BIN)/botnet det-train --config configs/detection/demo.yaml --output runs/det_demo --resume auto
-	$(BIN)/botnet det-eval --checkpoint runs/det_demo/last.pt --output runs/det_demo/eval_final
+	$(BIN)/botnet train --config configs/detection/demo.yaml --output runs/det_demo --resume auto
+	$(BIN)/botnet eval --checkpoint runs/det_demo/last.pt --output runs/det_demo/eval_final
 	$(BIN)/botnet predict --checkpoint runs/det_demo/last.pt --output runs/det_demo/predictions \
 		$$($(BIN)/python -c "from botnet.data import builtin_coco_root; import glob; print(' '.join(sorted(glob.glob(str(builtin_coco_root() / 'val' / '*.png')))[:8]))")
 	@echo "curves: runs/det_demo/curves.png   drawn predictions: runs/det_demo/predictions/"

@@ -25,8 +25,8 @@ def det_cache(tmp_path_factory, monkeypatch):
     return cache
 
 
-def _train(out, *overrides, resume=None, config=DEMO):
-    args = ["det-train", "--config", str(config), "--output", str(out), *TINY, *overrides]
+def _train(out, *overrides, resume=None, config=DEMO, command="det-train"):
+    args = [command, "--config", str(config), "--output", str(out), *TINY, *overrides]
     if resume:
         args += ["--resume", resume]
     return main(args)
@@ -38,7 +38,7 @@ def _steps(out):
 
 def test_train_eval_predict(det_cache, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _train(out, "optim.steps=3") == 0
+    assert _train(out, "optim.steps=3", command="train") == 0  # the recipe says task: detection
     recs = read_jsonl(out / "metrics.jsonl")
     steps = [r for r in recs if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [1, 2, 3]
@@ -87,6 +87,17 @@ def test_setup_errors_are_one_line(det_cache, tmp_path, capsys):
     assert "multiple of 32" in capsys.readouterr().err
     assert main(["det-train", "--config", str(DEMO), "optim.bogus=1"]) == 2
     assert "unknown key 'optim.bogus'" in capsys.readouterr().err
+    # the same range checks as classification, through either command, before any work
+    for bad, expected in (("run.log_every=0", "run.log_every: expected an int >= 1, got 0"),
+                          ("optim.lr=-1", "optim.lr: expected a number > 0"),
+                          ("run.amp=fp8", "run.amp: expected one of bf16, fp16, none"),
+                          ("optim.milestones=[9,5]", "optim.milestones: expected increasing ints")):
+        for cmd in ("det-train", "train"):
+            out = tmp_path / "r"
+            assert main([cmd, "--config", str(DEMO), "--output", str(out), *TINY, bad]) == 2, bad
+            err = capsys.readouterr().err
+            assert err.startswith(f"botnet {cmd}: ") and expected in err and "Traceback" not in err, err
+            assert not out.exists()
 
 
 @pytest.mark.parametrize("recipe", sorted(REPO.joinpath("configs/detection").glob("coco_*.yaml")), ids=lambda p: p.stem)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from botnet.cli import main
 from botnet.engine.metrics import read_jsonl
@@ -106,12 +107,16 @@ def test_bad_input_is_refused_before_work(tiny_data, tmp_path, capsys):
     assert "run.amp: expected one of bf16, fp16, none" in capsys.readouterr().err
 
 
-def test_two_processes_match_one_with_accumulation(tiny_data, tmp_path):
+@pytest.mark.parametrize("regularised", [False, True], ids=["demo", "drop_path_dropout"])
+def test_two_processes_match_one_with_accumulation(tiny_data, tmp_path, regularised):
     """torchrun, 2 CPU processes (gloo) x micro-batch 8 vs 1 process x 2 accumulation steps of 8:
-    the same global batches, the same loss curve. Both sides run single-threaded so that float
-    reductions happen in the same order (with different thread counts the curves agree to ~1e-5
-    at first and then drift, as any two float orders do)."""
+    the same global batches, the same loss curve; with Table 14's regularisation (stochastic depth
+    0.2, dropout 0.5) too, since each micro-batch's dropout / drop-path masks are seeded by its place
+    in the global batch. Both sides run single-threaded so that float reductions happen in the same
+    order (with different thread counts the curves agree to ~1e-5 at first and then drift)."""
     common = [*TINY, "optim.epochs=2", "optim.micro_batch=8", "optim.lr=0.01"]
+    if regularised:
+        common += ["model.drop_path_rate=0.2", "model.drop_rate=0.5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = ["-m", "botnet", "train", "--config", str(REPO / "configs/demo.yaml"), "--data", tiny_data, *common]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -125,6 +130,23 @@ def test_two_processes_match_one_with_accumulation(tiny_data, tmp_path):
     a, b = _steps(one), _steps(two)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 11))
     assert [l for _, l in b] == pytest.approx([l for _, l in a], rel=1e-5)
+    if regularised:  # the masks matter: the same run without them has another curve
+        plain = tmp_path / "plain"
+        cmd = [sys.executable, *base[:-2], "--output", str(plain)]
+        assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600).returncode == 0
+        assert [l for _, l in _steps(plain)] != pytest.approx([l for _, l in a], rel=1e-3)
+
+
+def test_overrides_anywhere_on_the_line(tiny_data, tmp_path):
+    """KEY=VALUE after the options (argparse alone says "unrecognized arguments" there)."""
+    out = tmp_path / "o"
+    rc = main(["train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(out), *TINY[:2], "--data", tiny_data,
+               *TINY[2:], "run.max_steps=1", "optim.lr=0.1"])
+    assert rc == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["optim"]["lr"] == 0.1 and cfg["run"]["max_steps"] == 1 and cfg["model"]["name"] == "botnet_tiny"
+    with pytest.raises(SystemExit):  # anything else left over is still an error
+        main(["train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(out), "--nosuchflag"])
 
 
 def test_corrupt_images_are_skipped_and_counted(tiny_data, tmp_path, caplog):

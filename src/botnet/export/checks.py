@@ -38,6 +38,19 @@ def check_detections(got: dict, ref: dict, keys, limits: tuple[float, int], atol
         return rec
     scale = {k: float(ref[k].abs().max()) if n_ref else float(got[k].abs().max()) for k in ("boxes", "scores")}
     tol_s, tol_b = atol + rtol * scale["scores"], atol + rtol * scale["boxes"]
+    pairs, used = _match(got, ref, tol_s, tol_b)
+    rec["borderline"] = _check_unmatched(got, ref, pairs, used, limits, tol_s, tol_b, what)
+    rec["reordered"] = sum(i != j for i, j in pairs)
+    if pairs:
+        ri, gi = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+        for k in keys:
+            rec["max_abs_diff"][k], rec["tolerance"][k] = _diff(got[k][gi], ref[k][ri], k, tol_s, tol_b, atol, rtol, what)
+    return rec
+
+
+def _match(got: dict, ref: dict, tol_s: float, tol_b: float) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """Pairs (PyTorch index, export index) of matching detections, and which export ones are used."""
+    n_ref, n_got = len(ref["scores"]), len(got["scores"])
     s_ref, s_got = ref["scores"].double(), got["scores"].double()
     ok = ((s_ref[:, None] - s_got[None, :]).abs() <= tol_s) & (ref["labels"].long()[:, None] == got["labels"].long()[None, :])
     box_diff = (ref["boxes"].double()[:, None] - got["boxes"].double()[None, :]).abs().amax(-1) if n_ref and n_got \
@@ -57,39 +70,42 @@ def check_detections(got: dict, ref: dict, keys, limits: tuple[float, int], atol
             j = int(cand[box_diff[i, cand].argmin()])
         used[j] = True
         pairs.append((i, j))
+    return pairs, used
+
+
+def _check_unmatched(got: dict, ref: dict, pairs, used: torch.Tensor, limits: tuple[float, int], tol_s: float,
+                     tol_b: float, what: str) -> int:
+    """Raise ExportError for an unmatched detection that is not borderline; returns the borderline count."""
     thresh, max_dets = limits
+    n_ref, n_got = len(ref["scores"]), len(got["scores"])
 
     def borderline(scores: torch.Tensor, idx: int) -> bool:
         s = float(scores[idx])
         return abs(s - thresh) <= tol_s or (len(scores) >= max_dets and abs(s - float(scores.min())) <= tol_s)
 
-    matched_ref = {i for i, _ in pairs}
-    for side, scores, unmatched in (("PyTorch", s_ref, [i for i in range(n_ref) if i not in matched_ref]),
-                                    ("the export", s_got, (~used).nonzero().flatten().tolist())):
+    matched_ref, count = {i for i, _ in pairs}, 0
+    for side, src, unmatched in (("PyTorch", ref, [i for i in range(n_ref) if i not in matched_ref]),
+                                 ("the export", got, (~used).nonzero().flatten().tolist())):
+        scores = src["scores"].double()
         for i in unmatched:
             if not borderline(scores, i):
-                src = ref if side == "PyTorch" else got
                 other = "the export" if side == "PyTorch" else "PyTorch"
                 box = [round(float(v), 2) for v in src["boxes"][i]]
                 raise ExportError(
                     f"{what}: {n_got} detections, PyTorch {n_ref}; detection {i} of {side} (label {int(src['labels'][i])}, "
                     f"score {float(scores[i]):.4g}, box {box}) has none in {other} with the same label and box and score "
                     f"within {tol_b:.3g} and {tol_s:.3g}")
-            rec["borderline"] += 1
-    rec["reordered"] = sum(i != j for i, j in pairs)
-    if not pairs:
-        return rec
-    ri, gi = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
-    for k in keys:
-        a, b = got[k][gi], ref[k][ri]
-        if tuple(a.shape) != tuple(b.shape):
-            raise ExportError(f"{what}: {k} of shape {tuple(got[k].shape)}, PyTorch {tuple(ref[k].shape)}")
-        if k in ("boxes", "scores"):  # within tolerance by the matching
-            diff, tol = float((a.double() - b.double()).abs().max()), (tol_b if k == "boxes" else tol_s)
-        else:
-            diff, tol = compare_outputs(a, b, atol, rtol, f"{what}: {k}")
-        rec["max_abs_diff"][k], rec["tolerance"][k] = diff, tol
-    return rec
+            count += 1
+    return count
+
+
+def _diff(a: torch.Tensor, b: torch.Tensor, k: str, tol_s, tol_b, atol, rtol, what) -> tuple[float, float]:
+    """(max abs difference, tolerance) of output ``k`` of the matched detections (export ``a``, PyTorch ``b``)."""
+    if tuple(a.shape) != tuple(b.shape):
+        raise ExportError(f"{what}: {k} of shape {tuple(a.shape)}, PyTorch {tuple(b.shape)}")
+    if k in ("boxes", "scores"):  # within tolerance by the matching
+        return float((a.double() - b.double()).abs().max()), (tol_b if k == "boxes" else tol_s)
+    return compare_outputs(a, b, atol, rtol, f"{what}: {k}")
 
 
 def _summary(checks: list[dict]) -> tuple[float, float, str | None]:
