@@ -99,3 +99,26 @@ def test_out_of_range_values(override, message):
 def test_valid_devices():
     for device in ("auto", "cpu", "cuda", "cuda:1"):
         validate_config(apply_overrides(load_config(None), [f"run.device={device}"]))
+
+
+def test_recipes_name_their_task(tmp_path, capsys):
+    from botnet.cli import main
+    from botnet.config import recipe_task
+    from botnet.detection.config import DetTrainConfig
+
+    configs = Path(__file__).parents[1] / "configs"
+    assert recipe_task(configs / "demo.yaml") == "classification"
+    for path in sorted(configs.joinpath("detection").glob("*.yaml")):  # base_coco.yaml passes it on
+        assert recipe_task(path) == "detection", path
+        cfg = load_config(path, DetTrainConfig)
+        assert validate_config(cfg) is cfg and cfg.task == "detection"
+    assert recipe_task(configs / "demo.yaml", ["task=detection"]) == "detection"
+    assert recipe_task(None, default="detection") == "detection"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: keypionts\n")
+    assert main(["train", "--config", str(bad), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("botnet train: task: unknown task 'keypionts'") and "classification, detection" in err
+    bad.write_text("task: [1]\n")
+    with pytest.raises(ConfigError, match="expected a task name"):
+        recipe_task(bad)

@@ -15,7 +15,7 @@ CLASSES = ["circle", "square", "triangle"]
 
 
 def make_checkpoint(path, classes=CLASSES, name="botnet_tiny", img_size=64, crop_pct=1.0, ema=False, seed=0) -> Path:
-    """A checkpoint in the format of `botnet train` (engine/classify.py ``_checkpoint``), random weights."""
+    """A checkpoint in the format of `botnet train` (``botnet.engine.trainer.Trainer.checkpoint``), random weights."""
     torch.manual_seed(seed)
     cfg = TrainConfig(name="tiny")
     cfg.model.name, cfg.data.img_size, cfg.data.crop_pct = name, img_size, crop_pct

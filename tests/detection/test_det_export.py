@@ -33,7 +33,7 @@ S = 64
 
 
 def make_det_checkpoint(path, name="maskrcnn_botnet_tiny_fpn", img_size=S, calibrate=False, seed=0):
-    """A checkpoint in the format of `botnet det-train` (engine/detect.py ``_checkpoint``), random weights."""
+    """A checkpoint in the format of `botnet det-train` (``botnet.engine.trainer.Trainer.checkpoint``), random weights."""
     cfg = DetTrainConfig(name="tiny")
     cfg.model.name, cfg.data.img_size, cfg.model.kwargs = name, img_size, dict(TINY)
     torch.manual_seed(seed)

@@ -37,7 +37,7 @@ from faster_coco_eval.core import mask as mask_utils
 from PIL import Image, ImageDraw
 
 from .builtin import SEED, build_cached_tree
-from .shapes import _SHAPES, _background, _clutter, _place
+from .shapes import SHAPES, draw_background, draw_clutter, place_shape
 
 __all__ = ["BUILTIN_COCO_CLASSES", "CATEGORY_IDS", "COCO_GENERATOR_VERSION", "builtin_coco_root", "draw_scene"]
 
@@ -74,7 +74,7 @@ def _unit_area(parts: list[tuple[list[tuple[float, float]], bool]]) -> float:
     return total
 
 
-_UNIT_AREAS = {name: _unit_area(_SHAPES[name]) for name in BUILTIN_COCO_CLASSES}
+_UNIT_AREAS = {name: _unit_area(SHAPES[name]) for name in BUILTIN_COCO_CLASSES}
 
 
 def _rasterize(flat: list[float], size: int) -> np.ndarray:
@@ -100,8 +100,8 @@ def _sample_object(rng: np.random.Generator, size: int, bucket: int) -> dict[str
     else:  # large objects near the centre, or they could not stay large once cut by the border
         cx, cy = size / 2 + rng.uniform(-LARGE_OFFSET, LARGE_OFFSET, size=2) * size
     polys = []
-    for poly, hole in _SHAPES[name]:
-        flat = [round(v, 2) for xy in _place(poly, radius, aspect, angle, cx, cy) for v in xy]
+    for poly, hole in SHAPES[name]:
+        flat = [round(v, 2) for xy in place_shape(poly, radius, aspect, angle, cx, cy) for v in xy]
         polys.append((flat, hole))
     full = _rasterize(polys[0][0], size)
     for flat, hole in polys[1:]:
@@ -147,8 +147,8 @@ def draw_scene(rng: np.random.Generator, size: int = IMAGE_SIZE, empty: bool = F
     RLE dict), ``area``, ``bbox`` ([x, y, width, height] of the mask) and ``iscrowd`` (0); ids are
     left to the caller. All randomness comes from ``rng``.
     """
-    canvas = Image.fromarray(_background(rng, size).astype(np.uint8))
-    _clutter(ImageDraw.Draw(canvas), rng, size, int(rng.integers(0, 4)))
+    canvas = Image.fromarray(draw_background(rng, size).astype(np.uint8))
+    draw_clutter(ImageDraw.Draw(canvas), rng, size, int(rng.integers(0, 4)))
     pixels = np.asarray(canvas, dtype=np.float32).copy()
     kind = rng.random()
     if empty or kind < EMPTY_FRACTION:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPE_NAMES", "draw_shape_image"]
+__all__ = ["SHAPES", "SHAPE_NAMES", "draw_shape_image", "draw_background", "draw_clutter", "place_shape"]
 
 SUPERSAMPLE = 2
 Polygon = list[tuple[float, float]]
@@ -59,7 +59,7 @@ def _crescent() -> Polygon:
 
 
 # name -> list of (unit polygon, is_hole); the names are sorted, i.e. in ImageFolder class order.
-_SHAPES: dict[str, list[tuple[Polygon, bool]]] = {
+SHAPES: dict[str, list[tuple[Polygon, bool]]] = {
     "arrow": [(_arrow(), False)],
     "circle": [(_regular(64), False)],
     "crescent": [(_crescent(), False)],
@@ -71,14 +71,14 @@ _SHAPES: dict[str, list[tuple[Polygon, bool]]] = {
     "star": [(_star(), False)],
     "triangle": [(_regular(3, phase=-math.pi / 2), False)],
 }
-SHAPE_NAMES: tuple[str, ...] = tuple(sorted(_SHAPES))
+SHAPE_NAMES: tuple[str, ...] = tuple(sorted(SHAPES))
 
 
 def _colour(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=3).astype(np.float32)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def draw_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A random (size, size, 3) float32 background in [0, 255]: solid, gradient, blotches or stripes."""
     kind = int(rng.choice(4, p=[0.4, 0.35, 0.15, 0.1]))  # solid, gradient, blotches, stripes
     c1, c2 = _colour(rng), _colour(rng)
@@ -104,7 +104,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(bg, 0, 255)
 
 
-def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, count: int) -> None:
+def draw_clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, count: int) -> None:
     """Small lines, dots and arcs that are not class shapes (coordinates at drawing resolution)."""
     s = SUPERSAMPLE
     for _ in range(count):
@@ -124,7 +124,7 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, cou
             draw.arc([x - r, y - r, x + r, y + r], start, start + rng.uniform(40, 120), fill=colour, width=s)
 
 
-def _place(poly: Polygon, radius: float, aspect: float, angle: float, cx: float, cy: float) -> Polygon:
+def place_shape(poly: Polygon, radius: float, aspect: float, angle: float, cx: float, cy: float) -> Polygon:
     ca, sa = math.cos(angle), math.sin(angle)
     out = []
     for px, py in poly:
@@ -135,19 +135,19 @@ def _place(poly: Polygon, radius: float, aspect: float, angle: float, cx: float,
 
 def draw_shape_image(name: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """Draw one ``size`` x ``size`` RGB image of shape class ``name`` (a PIL image, mode "RGB")."""
-    if name not in _SHAPES:
+    if name not in SHAPES:
         raise ValueError(f"unknown shape {name!r}; expected one of {SHAPE_NAMES}")
     big = size * SUPERSAMPLE
-    bg = _background(rng, big)
+    bg = draw_background(rng, big)
     image = Image.fromarray(bg.astype(np.uint8))
-    _clutter(ImageDraw.Draw(image), rng, big, int(rng.integers(0, 4)))
+    draw_clutter(ImageDraw.Draw(image), rng, big, int(rng.integers(0, 4)))
 
     # Object: log-uniform radius from 1/5 to ~1/2.3 of the image, centre keeps most of it inside.
     radius = math.exp(rng.uniform(math.log(size / 5), math.log(size / 2.3))) * SUPERSAMPLE
     margin = 0.75 * radius
     cx, cy = rng.uniform(margin, big - margin, size=2)
     aspect, angle = rng.uniform(0.8, 1.2), rng.uniform(0, 2 * math.pi)
-    polys = [(_place(p, radius, aspect, angle, cx, cy), hole) for p, hole in _SHAPES[name]]
+    polys = [(place_shape(p, radius, aspect, angle, cx, cy), hole) for p, hole in SHAPES[name]]
 
     fill_mask = Image.new("L", (big, big), 0)
     mask_draw = ImageDraw.Draw(fill_mask)
@@ -175,7 +175,7 @@ def draw_shape_image(name: str, rng: np.random.Generator, size: int = 64) -> Ima
             outline_draw.polygon(poly, outline=255, width=width)
         image.paste(tuple(int(c) for c in rng.integers(0, 256, size=3)), mask=outline_mask)
 
-    _clutter(ImageDraw.Draw(image), rng, big, int(rng.integers(0, 2)))
+    draw_clutter(ImageDraw.Draw(image), rng, big, int(rng.integers(0, 2)))
     out = np.asarray(image.reduce(SUPERSAMPLE), dtype=np.float32)
     out += rng.normal(0, rng.uniform(0, 6), size=out.shape)
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))

@@ -93,7 +93,7 @@ class Trainer:
             barrier(dist)
             if dist.is_main:
                 self.task.finish(self)
-                self.log.info("done: %s (checkpoints, metrics.jsonl, curves.png)", self.out)
+                self.log.info("done: %s", self.out)
         return result
 
     def _setup(self) -> None:

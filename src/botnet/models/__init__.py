@@ -1,9 +1,9 @@
 """Model zoo: architecture configs, the ResNet-family network and the registry."""
 
-from . import _timm
 from . import botnet as _entrypoints  # noqa: F401  (registers the models)
 from ._builder import create_model
 from ._registry import is_model, list_models, model_entrypoint, register_model
+from ._timm import install as _register_with_timm
 from ._timm import register_timm_models, timm_name
 from .features import FeatureInfo, FeatureListNet
 from .resnet import NetCfg, ResNet, build_model
@@ -15,4 +15,4 @@ __all__ = [
     "timm_name",
 ]
 
-_timm.install()  # our models in timm's registry when timm is installed (timm is optional)
+_register_with_timm()  # our models in timm's registry when timm is installed (timm is optional)
