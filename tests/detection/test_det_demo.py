@@ -20,7 +20,7 @@ MARGIN = 7.0  # AP points: other CPUs and thread counts change float summation o
 def test_detection_demo_reaches_the_readme_ap(tmp_path):
     env = dict(os.environ, BOTNET_CACHE=str(tmp_path / "cache"))
     out = tmp_path / "det_demo"
-    cmd = [sys.executable, "-m", "botnet", "det-train", "--config", str(REPO / "configs/detection/demo.yaml"),
+    cmd = [sys.executable, "-m", "botnet", "train", "--config", str(REPO / "configs/detection/demo.yaml"),
            "--output", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
