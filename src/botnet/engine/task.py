@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .optim import build_optimizer
+
 __all__ = ["Task", "TaskData", "Callback"]
 
 
@@ -56,7 +58,6 @@ class Task:
         self.cfg = cfg
         self.resumed = False  # set by the Trainer before build_model: True when continuing a checkpoint
 
-
     def check(self) -> None:
         """Cheap checks before any work (raise ``ValueError`` naming the key)."""
 
@@ -69,8 +70,7 @@ class Task:
         raise NotImplementedError
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        from .optim import build_optimizer
-
+        """SGD / AdamW (``optim.name``) at ``optim.lr``, no weight decay on normalization parameters."""
         o = self.cfg.optim
         return build_optimizer(model, o.name, o.lr, o.weight_decay, o.momentum, o.nesterov, o.betas)
 
@@ -92,16 +92,6 @@ class Task:
         rank): a flat dict with ``best_metric``, "count" and "skipped_images". ``run`` is the
         ``Trainer`` (device, amp_dtype, dist, out, state, log)."""
         raise NotImplementedError
-
-    def check_resume(self, ckpt: dict, path, data: TaskData) -> None:
-        """Raise ``ValueError`` when ``ckpt`` cannot continue this run (other model, other classes)."""
-        if ckpt.get("kind") != self.name or ckpt.get("model_name") != self.cfg.model.name:
-            raise ValueError(f"checkpoint {path} holds a {ckpt.get('kind')} {ckpt.get('model_name')!r} model; "
-                             f"the config asks for the {self.name} model {self.cfg.model.name!r}")
-        for key, value in data.info.items():
-            if key in ckpt and list(ckpt[key]) != list(value):
-                raise ValueError(f"checkpoint {path} was trained on {key} {list(ckpt[key])[:8]}...; the data has "
-                                 f"{list(value)[:8]}...")
 
     def describe(self, data: TaskData) -> str:
         """One line about the data for the run's log."""
