@@ -128,27 +128,13 @@ def create_detector(
     labels (N,), scores (N,), masks (N,1,H,W) probabilities}.
     """
     kind, backbone_name = parse_detector_name(name)
-    if img_size < 64 or img_size % 32:
-        lo = max(64, img_size // 32 * 32)
-        raise ValueError(f"detector input size must be a multiple of 32 and at least 64 (p6 is 1/64 of it), "
-                         f"got {img_size}; nearest: {lo} or {lo + 32}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes counts the background too: expected >= 2, got {num_classes}")
-    if head_style not in HEAD_STYLES:
-        raise ValueError(f"head_style must be one of {HEAD_STYLES}, got {head_style!r}")
+    _check_args(img_size, num_classes, head_style)
     backbone = build_backbone(backbone_name, img_size, fpn_channels, norm_layer=norm_layer, fpn_style=head_style,
                               **(backbone_kwargs or {}))
     report = load_matching(backbone.body, backbone_weights) if backbone_weights else None
-    heads = _heads(head_style, kind, num_classes, fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels)
-    options = dict(TPU_OPTIONS, min_size=img_size, max_size=img_size, **heads,
-                   rpn_anchor_generator=TPUAnchorGenerator(tuple((8 * 2 ** (i + 2),) for i in range(len(LEVELS))),
-                                                           ((0.5, 1.0, 2.0),) * len(LEVELS),
-                                                           tuple(2 ** (i + 2) for i in range(len(LEVELS)))),
-                   box_roi_pool=MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=1))
-    if kind == "maskrcnn":
-        options["mask_roi_pool"] = MultiScaleRoIAlign(list(LEVELS), 14, sampling_ratio=1)
+    options = _heads(head_style, kind, num_classes, fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels)
     options.update(detector_kwargs)
-    model = (MaskRCNN if kind == "maskrcnn" else FasterRCNN)(backbone, **options)
+    model = (MaskRCNN if kind == "maskrcnn" else FasterRCNN)(backbone, min_size=img_size, max_size=img_size, **options)
     model.rpn = tpu_rpn(options["rpn_anchor_generator"], options["rpn_head"], options)
     model.transform = FixedSizeTransform(img_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
     model.detector_name = name
@@ -158,10 +144,27 @@ def create_detector(
     return model
 
 
+def _check_args(img_size: int, num_classes: int, head_style: str) -> None:
+    if img_size < 64 or img_size % 32:
+        lo = max(64, img_size // 32 * 32)
+        raise ValueError(f"detector input size must be a multiple of 32 and at least 64 (p6 is 1/64 of it), "
+                         f"got {img_size}; nearest: {lo} or {lo + 32}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background too: expected >= 2, got {num_classes}")
+    if head_style not in HEAD_STYLES:
+        raise ValueError(f"head_style must be one of {HEAD_STYLES}, got {head_style!r}")
+
+
 def _heads(style: str, kind: str, num_classes: int, channels: int, box_convs: int, box_fc: int, mask_convs: int,
            mask_channels: int) -> dict[str, nn.Module]:
-    """The rpn_head, box_head, box_predictor (and mask_head, mask_predictor) of ``style``."""
+    """``TPU_OPTIONS`` plus the anchors, RoIAlign and the rpn_head, box_head, box_predictor (and
+    mask_head, mask_predictor) of ``style``: the torchvision MaskRCNN / FasterRCNN options."""
     levels = len(LEVELS)
+    options = dict(TPU_OPTIONS, rpn_anchor_generator=TPUAnchorGenerator(
+        tuple((8 * 2 ** (i + 2),) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels,
+        tuple(2 ** (i + 2) for i in range(levels))), box_roi_pool=MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=1))
+    if kind == "maskrcnn":
+        options["mask_roi_pool"] = MultiScaleRoIAlign(list(LEVELS), 14, sampling_ratio=1)
     if style == "tpu":
         heads = dict(rpn_head=RPNHeadBN(channels, 3, levels, conv_depth=2),
                      box_head=FastRCNNHeadBN((channels, 7, 7), box_convs, channels, box_fc))
@@ -175,4 +178,4 @@ def _heads(style: str, kind: str, num_classes: int, channels: int, box_convs: in
         else:
             heads["mask_head"] = MaskRCNNHeads(channels, [mask_channels] * mask_convs, 1)
             heads["mask_predictor"] = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
-    return heads
+    return dict(options, **heads)
