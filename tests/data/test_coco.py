@@ -144,7 +144,7 @@ def test_decode_segmentation_formats():
 
 
 def test_stats(tiny):
-    stats = _dataset(tiny, train=True).stats
+    stats = _dataset(tiny, train=True, remove_empty=True).stats
     assert stats == {"images": 6, "images_kept": 5, "images_without_annotations": 1, "annotations": 11,
                      "annotations_kept": 8, "crowd": 1, "degenerate_box": 1, "empty_mask": 1, "unreadable": 0}
     boxes_only = _dataset(tiny, train=True, masks=False)
@@ -153,9 +153,10 @@ def test_stats(tiny):
     assert "masks" not in target and target["labels"].tolist() == [1, 2, 3, 2, 3]
 
 
-def test_empty_image_kept_for_eval_removed_for_train(tiny):
-    assert 6 not in _dataset(tiny, train=True).ids
-    assert 6 in _dataset(tiny, train=True, remove_empty=False).ids
+def test_empty_image_kept_for_train_and_eval_unless_removed(tiny):
+    """The TPU code trains on images without boxes (create_coco_tf_record.py writes them all)."""
+    assert 6 in _dataset(tiny, train=True).ids
+    assert 6 not in _dataset(tiny, train=True, remove_empty=True).ids
     ds = _dataset(tiny, train=False)
     assert ds.ids == [1, 2, 3, 4, 5, 6]
     image, target = _sample(ds, 6)
@@ -181,7 +182,7 @@ def test_missing_image_file(tiny):
     folder, images, annotations = tiny
     images.append(_image(7, "nowhere.png"))
     annotations.append(_ann(70, 7, 2, [0, 0, 5, 5], [[0, 0, 5, 0, 5, 5]]))
-    with pytest.raises(ValueError, match=r"1 of the 6 images .* missing .*nowhere\.png"):
+    with pytest.raises(ValueError, match=r"1 of the 7 images .* missing .*nowhere\.png"):
         _dataset(tiny, train=True)
 
 
