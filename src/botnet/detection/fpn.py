@@ -31,8 +31,8 @@ def tf_same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     ``stride`` conv: ``max((ceil(n / s) - 1) * s + k - n, 0)`` in total, the smaller half first (a
     3x3 stride-2 conv on an even size pads 0 before and 1 after, PyTorch's ``padding=1`` 1 and 1)."""
     h, w = x.shape[-2], x.shape[-1]
-    pad_h = max((-(-h // stride) - 1) * stride + kernel - h, 0)
-    pad_w = max((-(-w // stride) - 1) * stride + kernel - w, 0)
+    pad_h = max(((h + stride - 1) // stride - 1) * stride + kernel - h, 0)
+    pad_w = max(((w + stride - 1) // stride - 1) * stride + kernel - w, 0)
     return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
 
 
@@ -63,19 +63,18 @@ class TPUFeaturePyramid(nn.Module):
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats = list(x.values())
         laterals: list[torch.Tensor] = []
-        for conv, f in zip(self.inner_blocks, feats):
-            laterals.append(conv(f))
+        for i, conv in enumerate(self.inner_blocks):
+            laterals.append(conv(feats[i]))
         top = laterals[-1]
         merged = [top]
         for i in range(len(laterals) - 2, -1, -1):
             top = F.interpolate(top, size=laterals[i].shape[-2:], mode="nearest") + laterals[i]
             merged.insert(0, top)
         outs: list[torch.Tensor] = []
-        for conv, x in zip(self.layer_blocks, merged):
-            outs.append(conv(x))
+        for i, conv in enumerate(self.layer_blocks):
+            outs.append(conv(merged[i]))
         outs.append(self.p6(tf_same_pad(outs[-1], 3, 2)))
-        result: dict[str, torch.Tensor] = OrderedDict()
-        names = ["0", "1", "2", "3", "pool"]
+        normed: list[torch.Tensor] = []
         for i, norm in enumerate(self.norms):
-            result[names[i]] = norm(outs[i])
-        return result
+            normed.append(norm(outs[i]))
+        return OrderedDict([(k, v) for k, v in zip(["0", "1", "2", "3", "pool"], normed)])
