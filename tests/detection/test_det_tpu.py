@@ -176,12 +176,18 @@ def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:
 
 def test_rpn_losses_are_the_tpu_losses(a2_model):
     """losses.py 107-190: score = sigmoid cross-entropy summed over the sampled anchors / (B x 256);
-    box = Huber(delta=1/9) summed over every positive anchor / (4 x their number)."""
+    box = per level, Huber(delta=1/9) summed over the level's positive anchors / (4 x their number),
+    summed over the levels."""
     rpn = a2_model.rpn
+    counts = [3 * (128 // 2 ** lv) ** 2 for lv in range(2, 7)]  # anchors of p2..p6 at 128 x 128
+    assert rpn.anchors_per_level == counts
+    n = sum(counts)
     g = torch.Generator().manual_seed(3)
-    labels = [torch.randint(-1, 2, (600,), generator=g).float() for _ in range(2)]
-    objectness, deltas = torch.randn(1200, 1, generator=g), torch.randn(1200, 4, generator=g) * 0.3
-    targets = [torch.randn(600, 4, generator=g) * 0.3 for _ in range(2)]
+    labels = [torch.randint(-1, 2, (n,), generator=g).float() for _ in range(2)]
+    labels[0][:counts[0]] = torch.where(labels[0][:counts[0]] > 0, 0.0, labels[0][:counts[0]])  # few positives on p2
+    labels[0][5] = 1.0
+    objectness, deltas = torch.randn(2 * n, 1, generator=g), torch.randn(2 * n, 4, generator=g) * 0.3
+    targets = [torch.randn(n, 4, generator=g) * 0.3 for _ in range(2)]
     torch.manual_seed(7)
     score, box = rpn.compute_loss(objectness, deltas, labels, targets)
     torch.manual_seed(7)
@@ -189,10 +195,17 @@ def test_rpn_losses_are_the_tpu_losses(a2_model):
     sampled = (torch.cat(pos) | torch.cat(neg)).bool()
     y, z = torch.cat(labels), objectness.flatten()
     bce = torch.clamp(z, min=0) - z * y + torch.log1p(torch.exp(-z.abs()))  # TF sigmoid_cross_entropy
-    positive = y == 1
-    assert int(sampled.sum()) == 512 and 0 < int(positive.sum()) < 1200
+    assert int(sampled.sum()) == 512
     torch.testing.assert_close(score, bce[sampled].sum() / (2 * 256))
-    torch.testing.assert_close(box, _huber(deltas[positive] - torch.cat(targets)[positive], 1 / 9).sum() / (4 * positive.sum()))
+    ref, start = 0.0, 0
+    err = deltas - torch.cat(targets)
+    for c in counts:
+        in_level = torch.zeros(n, dtype=torch.bool)
+        in_level[start:start + c] = True
+        start += c
+        positive = (y == 1) & in_level.repeat(2)
+        ref = ref + _huber(err[positive], 1 / 9).sum() / max(4 * int(positive.sum()), 1)
+    torch.testing.assert_close(box, ref)
 
 
 def _resnet50_count() -> int:

@@ -135,7 +135,10 @@ def create_detector(
     options = _heads(head_style, kind, num_classes, fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels)
     options.update(detector_kwargs)
     model = (MaskRCNN if kind == "maskrcnn" else FasterRCNN)(backbone, min_size=img_size, max_size=img_size, **options)
-    model.rpn = tpu_rpn(options["rpn_anchor_generator"], options["rpn_head"], options)
+    per_location = options["rpn_anchor_generator"].num_anchors_per_location()
+    sides = [-(-img_size // 2 ** (i + 2)) for i in range(len(LEVELS))]  # p2..p6 (p6: TF "same" stride 2)
+    model.rpn = tpu_rpn(options["rpn_anchor_generator"], options["rpn_head"], options,
+                        [a * s * s for a, s in zip(per_location, sides)])
     model.transform = FixedSizeTransform(img_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
     model.detector_name = name
     model.img_size = img_size

@@ -8,9 +8,10 @@
   107-190): sigmoid cross-entropy summed over the 256 sampled anchors per image and divided by
   ``B x 256``; Huber loss (delta 1/9) over every positive anchor, divided by 4 x their number.
   torchvision instead averages the score loss over the anchors it sampled and divides a smooth-L1
-  (beta 1/9) over the sampled positives by the number of sampled anchors. One departure remains: the
-  TPU normalises the box loss level by level and sums the levels; here it is normalised over all
-  levels at once (``compute_loss`` does not see the level sizes).
+  (beta 1/9) over the sampled positives by the number of sampled anchors. As in the TPU code, the box
+  loss is normalised level by level and the levels are summed: the anchors of each level are known
+  from the detector's fixed input size (``anchors_per_level``); without it, all levels are
+  normalised at once.
 """
 
 from __future__ import annotations
@@ -51,27 +52,45 @@ class TPUAnchorGenerator(AnchorGenerator):
 
 
 class TPURegionProposalNetwork(RegionProposalNetwork):
-    """torchvision's RPN with the TPU losses (see the module docstring); proposals are unchanged."""
+    """torchvision's RPN with the TPU losses (see the module docstring); proposals are unchanged.
+
+    ``anchors_per_level``: the number of anchors of each pyramid level in one image (fixed by the
+    detector's input size), for the level-by-level box loss; empty: one normalisation for all."""
+
+    __annotations__ = {"anchors_per_level": list[int]}  # for TorchScript (an empty list is not List[Tensor])
+
+    def __init__(self, *args, anchors_per_level: list[int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.anchors_per_level = list(anchors_per_level or [])
 
     def compute_loss(self, objectness: torch.Tensor, pred_bbox_deltas: torch.Tensor, labels: list[torch.Tensor],
                      regression_targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """objectness (A_total*B,) or (A_total*B, 1) logits, pred_bbox_deltas (A_total*B, 4), per-image labels
-        (A,) in {1, 0, -1} and regression targets (A, 4) -> (score loss, box loss), scalars."""
+        (A_total,) in {1, 0, -1} and regression targets (A_total, 4) -> (score loss, box loss), scalars."""
         sampled_pos, sampled_neg = self.fg_bg_sampler(labels)
         sampled = torch.where(torch.cat(sampled_pos, dim=0) | torch.cat(sampled_neg, dim=0))[0]
         objectness = objectness.flatten()
         labels_all = torch.cat(labels, dim=0)
-        targets = torch.cat(regression_targets, dim=0)
         normalizer = float(len(labels) * self.fg_bg_sampler.batch_size_per_image)
         score_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels_all[sampled], reduction="sum")
-        positive = torch.where(labels_all > 0)[0]
         delta = 1.0 / 9.0
-        # TF's Huber(delta) is delta x smooth-L1(beta=delta)
-        box_loss = delta * F.smooth_l1_loss(pred_bbox_deltas[positive], targets[positive], beta=delta, reduction="sum")
-        return score_loss / normalizer, box_loss / max(4 * positive.numel(), 1)
+        # TF's Huber(delta) is delta x smooth-L1(beta=delta), per coordinate
+        huber = delta * F.smooth_l1_loss(pred_bbox_deltas, torch.cat(regression_targets, dim=0), beta=delta,
+                                         reduction="none").sum(dim=1)
+        positive = (labels_all > 0).to(huber.dtype)
+        counts = self.anchors_per_level
+        if len(counts) == 0 or sum(counts) != labels[0].numel():
+            counts = [labels[0].numel()]
+        level = torch.cat([torch.full((c,), i, dtype=torch.int64, device=huber.device) for i, c in enumerate(counts)])
+        level = level.repeat(len(labels))
+        sums = torch.zeros(len(counts), dtype=huber.dtype, device=huber.device).index_add_(0, level, huber * positive)
+        npos = torch.zeros(len(counts), dtype=huber.dtype, device=huber.device).index_add_(0, level, positive)
+        box_loss = (sums / (4 * npos).clamp(min=1)).sum()
+        return score_loss / normalizer, box_loss
 
 
-def tpu_rpn(anchor_generator: AnchorGenerator, head: torch.nn.Module, options: dict) -> TPURegionProposalNetwork:
+def tpu_rpn(anchor_generator: AnchorGenerator, head: torch.nn.Module, options: dict,
+            anchors_per_level: list[int] | None = None) -> TPURegionProposalNetwork:
     """A ``TPURegionProposalNetwork`` from torchvision ``MaskRCNN`` / ``FasterRCNN`` option names
     (``rpn_pre_nms_top_n_train``, ``rpn_fg_iou_thresh``, ...; every one must be in ``options``)."""
     o = options
@@ -79,4 +98,4 @@ def tpu_rpn(anchor_generator: AnchorGenerator, head: torch.nn.Module, options: d
         anchor_generator, head, o["rpn_fg_iou_thresh"], o["rpn_bg_iou_thresh"], o["rpn_batch_size_per_image"],
         o["rpn_positive_fraction"], {"training": o["rpn_pre_nms_top_n_train"], "testing": o["rpn_pre_nms_top_n_test"]},
         {"training": o["rpn_post_nms_top_n_train"], "testing": o["rpn_post_nms_top_n_test"]},
-        o["rpn_nms_thresh"], o["rpn_score_thresh"])
+        o["rpn_nms_thresh"], o["rpn_score_thresh"], anchors_per_level=anchors_per_level)
