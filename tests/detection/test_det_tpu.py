@@ -206,6 +206,12 @@ def test_rpn_losses_are_the_tpu_losses(a2_model):
         positive = (y == 1) & in_level.repeat(2)
         ref = ref + _huber(err[positive], 1 / 9).sum() / max(4 * int(positive.sum()), 1)
     torch.testing.assert_close(box, ref)
+    # an image without boxes: torchvision encodes its anchors against empty boxes (infinite targets),
+    # which must not reach the loss (no positives there)
+    labels[1] = torch.where(labels[1] > 0, 0.0, labels[1])
+    targets[1] = torch.full((n, 4), -float("inf"))
+    score, box = rpn.compute_loss(objectness, deltas, labels, targets)
+    assert torch.isfinite(score) and torch.isfinite(box) and box > 0
 
 
 def _resnet50_count() -> int:

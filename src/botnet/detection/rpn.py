@@ -73,18 +73,20 @@ class TPURegionProposalNetwork(RegionProposalNetwork):
         labels_all = torch.cat(labels, dim=0)
         normalizer = float(len(labels) * self.fg_bg_sampler.batch_size_per_image)
         score_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels_all[sampled], reduction="sum")
-        delta = 1.0 / 9.0
-        # TF's Huber(delta) is delta x smooth-L1(beta=delta), per coordinate
-        huber = delta * F.smooth_l1_loss(pred_bbox_deltas, torch.cat(regression_targets, dim=0), beta=delta,
-                                         reduction="none").sum(dim=1)
-        positive = (labels_all > 0).to(huber.dtype)
         counts = self.anchors_per_level
         if len(counts) == 0 or sum(counts) != labels[0].numel():
             counts = [labels[0].numel()]
-        level = torch.cat([torch.full((c,), i, dtype=torch.int64, device=huber.device) for i, c in enumerate(counts)])
-        level = level.repeat(len(labels))
-        sums = torch.zeros(len(counts), dtype=huber.dtype, device=huber.device).index_add_(0, level, huber * positive)
-        npos = torch.zeros(len(counts), dtype=huber.dtype, device=huber.device).index_add_(0, level, positive)
+        device = objectness.device
+        level = torch.cat([torch.full((c,), i, dtype=torch.int64, device=device) for i, c in enumerate(counts)])
+        # positives only: the targets of other anchors may be infinite (an image without boxes)
+        positive = torch.where(labels_all > 0)[0]
+        level = level.repeat(len(labels))[positive]
+        delta = 1.0 / 9.0
+        # TF's Huber(delta) is delta x smooth-L1(beta=delta), per coordinate
+        huber = delta * F.smooth_l1_loss(pred_bbox_deltas[positive], torch.cat(regression_targets, dim=0)[positive],
+                                         beta=delta, reduction="none").sum(dim=1)
+        sums = torch.zeros(len(counts), dtype=huber.dtype, device=device).index_add_(0, level, huber)
+        npos = torch.zeros(len(counts), dtype=huber.dtype, device=device).index_add_(0, level, torch.ones_like(huber))
         box_loss = (sums / (4 * npos).clamp(min=1)).sum()
         return score_loss / normalizer, box_loss
 
