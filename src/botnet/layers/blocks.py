@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from .checks import check_even
 from .mhsa import MHSA2d
 from .mhsa_qk import MHSA2dQK
 from .squeeze_excite import SEModule
@@ -24,6 +25,7 @@ from .squeeze_excite import SEModule
 __all__ = ["Bottleneck", "BoTBlock", "make_downsample", "check_even"]
 
 Layer = Callable[..., nn.Module]
+torch.fx.wrap("check_even")  # a leaf of traced graphs where this module calls it
 
 
 def make_downsample(in_chs: int, out_chs: int, stride: int, norm_layer: Layer) -> nn.Module | None:
@@ -31,18 +33,6 @@ def make_downsample(in_chs: int, out_chs: int, stride: int, norm_layer: Layer) -
     if stride == 1 and in_chs == out_chs:
         return None
     return nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False), norm_layer(out_chs))
-
-
-@torch.jit.ignore
-def check_even(x: torch.Tensor) -> torch.Tensor:
-    """``x`` unchanged, or ValueError when its height or width is odd (the input of a stride-2 BoT
-    block). A leaf of torch.fx graphs (``torch.fx.wrap``), so symbolic tracing keeps the check."""
-    if x.shape[-2] % 2 or x.shape[-1] % 2:
-        raise ValueError(f"a stride-2 BoTBlock needs an even input height and width, got {x.shape[-2]}x{x.shape[-1]}")
-    return x
-
-
-torch.fx.wrap("check_even")
 
 
 class _Residual(nn.Module):

@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["PretrainedNotFound", "HF_FILES", "cached_file", "pretrained_file", "hf_url"]
+__all__ = ["PretrainedNotFound", "HF_FILES", "cached_file", "pretrained_file", "hf_url", "hf_cache_dir"]
 
 log = logging.getLogger("botnet.hub")
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -40,13 +40,19 @@ def _torch_hub_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def hf_cache_dir() -> str:
+    """The Hugging Face Hub cache, read from the environment now (huggingface_hub reads it at import)."""
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
+
+
 def _hf_cached(repo_id: str) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
     for filename in HF_FILES:
-        hit = try_to_load_from_cache(repo_id, filename)
+        hit = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir())
         if isinstance(hit, str) and os.path.isfile(hit):
             return Path(hit)
     return None
@@ -66,7 +72,7 @@ def _download(cfg: dict) -> Path:
         try:
             from huggingface_hub import hf_hub_download
 
-            return Path(hf_hub_download(cfg["hf_hub_id"], HF_FILES[0]))
+            return Path(hf_hub_download(cfg["hf_hub_id"], HF_FILES[0], cache_dir=hf_cache_dir()))
         except Exception as e:  # no network, no huggingface_hub, a proxy ...
             errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:160]}")
     if cfg.get("url"):
@@ -83,8 +89,7 @@ def _download(cfg: dict) -> Path:
 
 
 def _not_found(name: str, cfg: dict, why: str) -> PretrainedNotFound:
-    hub_dir = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
+    hub_dir = hf_cache_dir()
     where = [f"{hf_url(cfg['hf_hub_id'])} into the Hugging Face cache {hub_dir} "
              f"(huggingface-cli download {cfg['hf_hub_id']} {HF_FILES[0]})"] if cfg.get("hf_hub_id") else []
     if cfg.get("url"):

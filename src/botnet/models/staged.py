@@ -8,7 +8,7 @@ pooling cannot take. They are written so that ``torch.fx`` symbolic tracing keep
 (``check_input`` is a wrapped leaf function: a traced graph still raises), TorchScript skips them.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations` here: torch.fx + TorchScript read the real annotations of forward
 
 import torch
 from torch import nn
@@ -58,9 +58,6 @@ class StagedNet(nn.Module):
     Shapes: forward (B, in_chans, H, W) -> (B, num_classes), (B, num_features) with num_classes=0,
     or (B, num_features, h, w) with num_classes=0 and global_pool="".
     """
-
-    in_chans: int
-    size_divisor: int
 
     def check_input_size(self, size: tuple[int, int]) -> None:
         """Raise ValueError naming the sizes that work when (H, W) cannot."""

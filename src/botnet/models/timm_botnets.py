@@ -44,7 +44,7 @@ def _cfg(tag: str = "", file: str = "", top1: float | None = None, crop_pct: flo
         tag=tag, hf_hub_id="", url=_RELEASE + file if file else "", input_size=(3, 256, 256), pool_size=(8, 8),
         crop_pct=crop_pct, crop_mode="center", interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD,
         num_classes=1000, first_conv="conv1", classifier="fc", license="apache-2.0",
-        source="timm (huggingface/pytorch-image-models), byoanet.py", top1=top1, top1_source=_RESULTS if top1 else None,
+        weights_source="timm (huggingface/pytorch-image-models), byoanet.py", top1=top1, top1_source=_RESULTS if top1 else None,
     )
 
 
