@@ -29,7 +29,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..models import is_model, list_models
-from ..models.weights import load_matching
+from ..models.convert import load_pretrained
 from .backbone import build_backbone
 from .heads import RPNHeadBN
 from .transform import FixedSizeTransform
@@ -115,7 +115,7 @@ def create_detector(
                               **(backbone_kwargs or {}))
     report = None
     if backbone_weights:
-        report = load_matching(backbone.body, backbone_weights)
+        report = load_pretrained(backbone.body, backbone_weights)  # timm BoTNet-family files converted, others matched
     levels = 5
     anchors = AnchorGenerator(sizes=tuple((8 * 2 ** (i + 2),) for i in range(levels)),
                               aspect_ratios=((0.5, 1.0, 2.0),) * levels)
