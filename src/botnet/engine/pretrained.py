@@ -21,12 +21,14 @@ __all__ = ["evaluate_pretrained"]
 
 
 def evaluate_pretrained(name: str, data_root: str | os.PathLike, weights: str | os.PathLike | None = None,
-                        batch_size: int = 64, workers: int = 2, device: str = "auto", img_size: int | None = None) -> dict:
+                        batch_size: int = 64, workers: int = 2, device: str = "auto", img_size: int | None = None,
+                        **model_kwargs) -> dict:
     """Top-1 / top-5 / loss of ``name`` with ``weights`` (default: its published ones, cached or
     fetched) on ``data_root/val`` (or ``data_root`` itself, one folder per class in index order).
 
-    Raises ValueError / FileNotFoundError (``PretrainedNotFound``) with a one-line message."""
-    model = create_model(name, pretrained=weights or True)
+    ``model_kwargs`` go to ``create_model`` (e.g. ``num_classes`` of a fine-tuned file). Raises
+    ValueError / FileNotFoundError (``PretrainedNotFound``) with a one-line message."""
+    model = create_model(name, pretrained=weights or True, **model_kwargs)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if "input_size" not in cfg:
         raise ValueError(f"{name} has no pretrained config (input size, crop, mean / std) to evaluate it with")
