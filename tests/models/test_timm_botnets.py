@@ -197,3 +197,21 @@ def test_eval_on_an_image_folder(tmp_path, timm_files, capsys):
                             "--workers", "0"]) == 2  # the 1000-class model and 2 class folders: one clear line
     err = capsys.readouterr().err
     assert "2 class folders" in err and err.count("\n") == 1
+
+
+def test_converted_backbone_in_a_detector(timm_files):
+    """maskrcnn_<timm botnet>_fpn: the converted weights in the backbone (tables resized to the
+    detector's size), c2..c5 into the FPN, a forward in eval mode (small heads and size for CPU)."""
+    from botnet.detection import create_detector
+
+    ref, path = timm_files["sebotnet33ts_256"]  # strided stem, SE, final conv (not used by the FPN)
+    det = create_detector("maskrcnn_sebotnet33ts_256_fpn", num_classes=3, img_size=128, backbone_weights=str(path),
+                          fpn_channels=32, box_fc=64, mask_channels=32).eval()
+    assert det.backbone_load_report.complete
+    body, clf = det.backbone.body, botnet.create_model("sebotnet33ts_256", pretrained=path, img_size=128).eval()
+    assert det.backbone.fpn.inner_blocks[3][0].in_channels == 1536  # c5 = layer4, before the final 1x1 conv
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(body.forward_pyramid(x)["c5"], clf.forward_pyramid(x)["c5"])
+        out = det([torch.rand(3, 100, 140)])
+    assert set(out[0]) == {"boxes", "labels", "scores", "masks"}
