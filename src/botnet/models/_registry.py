@@ -68,15 +68,18 @@ def create_model(name: str, pretrained: bool | str | os.PathLike = False, *, fea
             ``pos_enc``, ``content``, ``num_heads``, ``stride_in_1x1``, ``width``, ...).
     """
     from .convert import load_pretrained
-    from .hub import pretrained_file
-    from .weights import load_weights
+    from .hub import has_weights, pretrained_file
+    from .weights import NO_WEIGHTS_MESSAGE, load_weights
 
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects feature maps: pass features_only=True with it")
     model = model_entrypoint(name)(**kwargs)
     model.model_name = name
-    if pretrained is True:  # the published weights of its pretrained_cfg (cached or fetched), else ValueError
-        pretrained = pretrained_file(name, getattr(model, "pretrained_cfg", None))
+    if pretrained is True:  # the published weights of its pretrained_cfg (cached or fetched)
+        if not has_weights(getattr(model, "pretrained_cfg", None)):
+            raise ValueError(f"create_model({name!r}, pretrained=True): {NO_WEIGHTS_MESSAGE} (pretrained=PATH loads "
+                             "the layers that match, checkpoint_path=PATH all of them)")
+        pretrained = pretrained_file(name, model.pretrained_cfg)
     if pretrained:
         model.pretrained_report = load_pretrained(model, pretrained, use_ema=use_ema)
         log.info("%s: pretrained %s: %s", name, pretrained, model.pretrained_report.summary())

@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["PretrainedNotFound", "HF_FILES", "cached_file", "pretrained_file", "hf_url", "hf_cache_dir"]
+__all__ = ["PretrainedNotFound", "HF_FILES", "cached_file", "has_weights", "pretrained_file", "hf_url", "hf_cache_dir"]
 
 log = logging.getLogger("botnet.hub")
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -98,13 +98,13 @@ def _not_found(name: str, cfg: dict, why: str) -> PretrainedNotFound:
                               f"fetch {' or '.join(where)}, or pass the file as pretrained=PATH")
 
 
-def pretrained_file(name: str, cfg: dict | None) -> Path:
-    """The weight file of ``name`` (its pretrained config ``cfg``): cached, else downloaded."""
-    if not cfg or not (cfg.get("hf_hub_id") or cfg.get("url")):
-        from .weights import NO_WEIGHTS_MESSAGE
+def has_weights(cfg: dict | None) -> bool:
+    """Whether a pretrained config names published weights (a Hub id or a URL)."""
+    return bool(cfg) and bool(cfg.get("hf_hub_id") or cfg.get("url"))
 
-        raise ValueError(f"create_model({name!r}, pretrained=True): {NO_WEIGHTS_MESSAGE} (pretrained=PATH loads "
-                         "the layers that match, checkpoint_path=PATH all of them)")
+
+def pretrained_file(name: str, cfg: dict) -> Path:
+    """The weight file of ``name`` (its pretrained config ``cfg``, ``has_weights(cfg)``): cached, else downloaded."""
     hit = cached_file(cfg)
     if hit is not None:
         return hit
