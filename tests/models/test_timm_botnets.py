@@ -215,3 +215,22 @@ def test_converted_backbone_in_a_detector(timm_files):
         torch.testing.assert_close(body.forward_pyramid(x)["c5"], clf.forward_pyramid(x)["c5"])
         out = det([torch.rand(3, 100, 140)])
     assert set(out[0]) == {"boxes", "labels", "scores", "masks"}
+
+
+def test_model_card_roundtrip(tmp_path, timm_files):
+    """save_weights with the card fields of a converted model: the source's top-1 and licence, timm's
+    preprocessing; load_model rebuilds the same model (architecture as data in the card)."""
+    from botnet.models.timm_botnets import card_fields
+    from botnet.models.weights import load_model, read_card, save_weights
+
+    _, path = timm_files["sebotnet33ts_256"]
+    model = botnet.create_model("sebotnet33ts_256", pretrained=path).eval()
+    save_weights(model, tmp_path / "se33.safetensors", card=card_fields("sebotnet33ts_256"))
+    card = read_card(tmp_path / "se33.safetensors")
+    assert card["published_metrics"] == {"imagenet1k_top1": 81.156, "reported_by": card["published_metrics"]["reported_by"]}
+    assert "timm" in card["published_metrics"]["reported_by"] and card["license"] == "apache-2.0"
+    assert card["crop_pct"] == 0.94 and card["interpolation"] == "bicubic" and card["metrics"] == {}
+    again, _ = load_model(tmp_path / "se33.safetensors")
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))

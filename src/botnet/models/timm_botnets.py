@@ -17,7 +17,7 @@ import copy
 from ._registry import register_model
 from .byoa import ByoaCfg, StageCfg, build_byoa
 
-__all__ = ["MODEL_CFGS", "PRETRAINED_CFGS", "pretrained_cfg"]
+__all__ = ["MODEL_CFGS", "PRETRAINED_CFGS", "pretrained_cfg", "card_fields"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_*; models import no data code
 _RELEASE = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/"
@@ -63,6 +63,17 @@ def pretrained_cfg(name: str) -> dict | None:
     """A copy of the pretrained config of one of these models (None for other names)."""
     c = PRETRAINED_CFGS.get(name)
     return copy.deepcopy(c) if c is not None else None
+
+
+def card_fields(name: str) -> dict:
+    """Model-card fields for ``save_weights(model, path, card=card_fields(name))``: timm's eval
+    preprocessing, the weights' source and licence, and the source's top-1, labelled as the source's."""
+    c = PRETRAINED_CFGS[name]
+    return {
+        "crop_pct": c["crop_pct"], "interpolation": c["interpolation"], "mean": list(c["mean"]), "std": list(c["std"]),
+        "license": c["license"], "weights_source": c["weights_source"], "hf_hub_id": c["hf_hub_id"] or None,
+        "published_metrics": ({"imagenet1k_top1": c["top1"], "reported_by": c["top1_source"]} if c["top1"] else {}),
+    }
 
 
 def _build(name: str, img_size, kw):
