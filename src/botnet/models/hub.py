@@ -95,7 +95,7 @@ def _not_found(name: str, cfg: dict, why: str) -> PretrainedNotFound:
     if cfg.get("url"):
         where.append(f"{cfg['url']} to {_torch_hub_path(cfg['url'])}")
     return PretrainedNotFound(f"{name}: pretrained weights are not cached here and could not be fetched ({why}); "
-                              f"fetch {' or '.join(where)}, or pass the file as pretrained=PATH")
+                              f"fetch {' or '.join(where)}, or pass the file as pretrained=PATH (botnet eval: --weights PATH)")
 
 
 def has_weights(cfg: dict | None) -> bool:
