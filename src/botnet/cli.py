@@ -168,16 +168,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .engine.classify import evaluate_checkpoint
+    from .engine.pretrained import evaluate_pretrained
 
     try:
-        res = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, args.workers, args.ema, args.device)
+        if (args.checkpoint is None) == (args.model is None):
+            raise ValueError("give --checkpoint (a botnet train checkpoint) or --model NAME (published weights), not both")
+        if args.model is not None:
+            if args.data is None:
+                raise ValueError("--model needs --data (an ImageFolder, e.g. ImageNet-1k val)")
+            res = evaluate_pretrained(args.model, args.data, args.weights, args.batch_size, args.workers, args.device)
+        else:
+            res = evaluate_checkpoint(args.checkpoint, args.data, args.batch_size, args.workers, args.ema, args.device)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet eval: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['model']} ({res['checkpoint']}, epoch {res['epoch']}{', EMA' if res['ema'] else ''}): "
+        epoch = f", epoch {res['epoch']}" if res.get("epoch") is not None else ""
+        print(f"{res['model']} ({res['checkpoint']}{epoch}{', EMA' if res['ema'] else ''}): "
               f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  loss {res['loss']:.4f}  on {res['count']} images"
               + (f" ({res['skipped_images']} unreadable skipped)" if res["skipped_images"] else ""))
     return 0
@@ -217,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=cmd_train)
 
     pe = sub.add_parser("eval", help="evaluate a classification checkpoint (top-1/top-5/loss)")
-    pe.add_argument("--checkpoint", required=True)
+    pe.add_argument("--checkpoint", default=None)
+    pe.add_argument("--model", default=None, help="a model with published weights (botnet26t_256, ...), preprocessed as its source does")
+    pe.add_argument("--weights", default=None, help="with --model: a weight file instead of the published one")
     pe.add_argument("--data", default=None, help="dataset root (default: the one the checkpoint was trained on)")
     pe.add_argument("--batch-size", type=int, default=64)
     pe.add_argument("--workers", type=int, default=2)

@@ -38,7 +38,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..models import is_model, list_models
-from ..models.weights import load_matching
+from ..models.convert import load_pretrained
 from .backbone import FPN_STYLES, build_backbone
 from .heads import FastRCNNHeadBN, MaskRCNNPredictorBN, RPNHeadBN, init_box_predictor, mask_head_bn
 from .rpn import TPUAnchorGenerator, tpu_rpn
@@ -131,7 +131,7 @@ def create_detector(
     _check_args(img_size, num_classes, head_style)
     backbone = build_backbone(backbone_name, img_size, fpn_channels, norm_layer=norm_layer, fpn_style=head_style,
                               **(backbone_kwargs or {}))
-    report = load_matching(backbone.body, backbone_weights) if backbone_weights else None
+    report = load_pretrained(backbone.body, backbone_weights) if backbone_weights else None  # timm BoTNet-family files converted, others matched
     options = _heads(head_style, kind, num_classes, fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels)
     options.update(detector_kwargs)
     model = (MaskRCNN if kind == "maskrcnn" else FasterRCNN)(backbone, min_size=img_size, max_size=img_size, **options)

@@ -2,6 +2,7 @@
 
 from . import _timm
 from . import botnet as _entrypoints  # noqa: F401  (registers the models)
+from . import timm_botnets as _timm_botnets  # noqa: F401  (registers timm's BoTNet family)
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from ._timm import register_timm_models, timm_name
 from .features import FeatureInfo, FeatureListNet
