@@ -1,13 +1,14 @@
 """Building blocks of BoTNet and its baselines."""
 
 from .blocks import BoTBlock, Bottleneck, make_downsample
-from .mhsa import KERNELS, POS_ENCODINGS, MHSA2d, use_kernel
+from .mhsa import CANDIDATE_KERNELS, KERNELS, POS_ENCODINGS, MHSA2d, use_kernel
 from .non_local import NonLocal2d
 from .pos_embed import AbsPosEmb2d, RelPosEmb2d, rel_index, resize_pos_table
 from .squeeze_excite import SEModule
 
 __all__ = [
     "AbsPosEmb2d",
+    "CANDIDATE_KERNELS",
     "KERNELS",
     "BoTBlock",
     "Bottleneck",
