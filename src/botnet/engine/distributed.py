@@ -36,6 +36,8 @@ __all__ = [
     "is_comm_failure", "comm_failures_as_errors", "join_timeout", "fresh_round_store",
 ]
 
+_ROUND: dict = {}  # this round's bootstrap store, kept until ``cleanup`` (rank 0 hosts it)
+LEAVE_TIMEOUT_S = 10.0  # how long rank 0 keeps its store up for the others to leave
 JOIN_TIMEOUT_S = 120.0  # the default bound on joining the process group (BOTNET_DIST_JOIN_TIMEOUT_S overrides)
 STORE_KEY = "botnet/pg_store"
 
@@ -141,7 +143,7 @@ def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
         try:
             store = None
             if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-                store = fresh_round_store(rank, world, join_s)
+                store = _ROUND["store"] = fresh_round_store(rank, world, join_s)
             dist.init_process_group(backend, store=store, rank=rank if store else -1, world_size=world if store else -1,
                                     timeout=datetime.timedelta(seconds=timeout_s))
         except (RuntimeError, TimeoutError) as e:
@@ -177,8 +179,24 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear the process group down. With a round store of our own (``fresh_round_store``), rank 0
+    hosts it: the other ranks say they left, and rank 0 waits for that (up to LEAVE_TIMEOUT_S) so
+    that its store does not vanish under a rank still shutting down (seen as SIGABRT,
+    "terminate called without an active exception", in a restarted round's last rank)."""
+    store = _ROUND.pop("store", None)
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+    if store is None or not info.enabled:
+        return
+    try:
+        if info.rank != 0:
+            store.add("botnet/left", 1)
+            return
+        end = time.monotonic() + LEAVE_TIMEOUT_S
+        while store.add("botnet/left", 0) < info.world_size - 1 and time.monotonic() < end:
+            time.sleep(0.05)
+    except RuntimeError:  # a rank that died or left already: nothing to wait for
+        pass
 
 
 _COMM_MARKERS = ("gloo", "nccl", "connection reset", "connection closed", "connection refused", "broken pipe",
