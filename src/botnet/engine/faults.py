@@ -42,7 +42,7 @@ log = logging.getLogger("botnet")
 
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # what DataLoader workers ignore (see ignore_preemption_signals)
 STOP_SIGNALS = (*PREEMPT_SIGNALS, "SIGINT")  # what PreemptionHandler turns into a stop at the next step
-_fork_hook = []
+_fork_hook = []  # the installed handlers with a wakeup fd
 
 
 def _child_after_fork() -> None:  # a forked child (DataLoader worker) must not wake the parent's watchdog
@@ -132,7 +132,7 @@ class PreemptionHandler:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._previous.clear()
 
-    def _optimizer_step(self, optimizer, args, kwargs) -> None:
+    def _optimizer_step(self, optimizer, args, kwargs) -> None:  # a global optimizer pre-step hook
         self._busy = True
 
     def _watch(self, fd: int) -> None:
@@ -166,14 +166,13 @@ class PreemptionHandler:
             if not self._wait(self._closed, self.shutdown_grace_s) and not self._closed.is_set():
                 self._force(name, f"the stop after the step boundary took over {self.shutdown_grace_s:g} s")
             return
-        if self._closed.is_set():
-            return
         end = time.monotonic() + 10.0  # let a running optimizer step (and its bookkeeping) finish
         while self._busy and time.monotonic() < end and not self._acked.is_set():
             time.sleep(0.05)
         if self._acked.is_set():  # the step boundary came after all: the orderly stop goes on
             return self._bound_stop(name)
-        self._force(name, f"no step boundary came within {self.boundary_grace_s:g} s (blocked or between steps)")
+        if not self._closed.is_set():
+            self._force(name, f"no step boundary came within {self.boundary_grace_s:g} s (blocked or between steps)")
 
     def _force(self, name: str, why: str) -> None:
         note = None
