@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 BLOCK = "restart-cycle:cpu"
+KEEP = Path(tempfile.gettempdir()) / "restart_cycle_failures"  # the logs of failed cycles are kept here
 RDZV = os.environ.get("CYCLE_RDZV", "static")  # torchrun's default (static, --master-port) or c10d
 OVERRIDES = ["model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16",
              "optim.micro_batch=8", "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1", "optim.epochs=2",
@@ -107,12 +108,13 @@ def one_cycle(out: Path, data: str, kill_at: int, timeout: float = 600) -> dict:
         rc, err = "timeout", (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
     (out / "torchrun.log").write_text(err)
     return {"rc": rc, "seconds": time.monotonic() - t0, "steps": _steps(out), "stderr_tail": err[-3000:],
-            "errors": [ln for ln in err.splitlines() if "botnet train:" in ln or "Error:" in ln][:6]}
+            "errors": [ln for ln in err.splitlines() if not ln.startswith("frame #")
+                       and ("botnet" in ln or "Error:" in ln or "terminate called" in ln or "SIG" in ln)][:8]}
 
 
 def _verdict(res: dict, reference: dict[int, float]) -> str:
     if res["rc"] != 0:
-        hint = res["errors"][0] if res["errors"] else "(no error line)"
+        hint = res["errors"][-1] if res["errors"] else "(no error line)"
         return f"failed (exit {res['rc']}): {hint.strip()[:200]}"
     last = max(reference)
     if max(res["steps"], default=0) != last:
@@ -141,6 +143,10 @@ def run_cycles(n: int, kill_at: int = 3, workdir: str | Path | None = None, log=
             log(f"cycle {i + 1}/{n}: {verdict} ({res['seconds']:.0f} s)")
             if verdict != "recovered":
                 log("\n".join(res["errors"]))
+                kept = KEEP / f"cycle{i + 1:02d}_{int(time.time())}.log"
+                KEEP.mkdir(parents=True, exist_ok=True)
+                shutil.copy(work / f"cycle{i:02d}" / "torchrun.log", kept)
+                log(f"full log kept: {kept}")
         return {"cycles": n, "recovered": sum(r["verdict"] == "recovered" for r in rows), "rows": rows,
                 "kill_at": kill_at, "steps": len(reference)}
     finally:
