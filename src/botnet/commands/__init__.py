@@ -6,4 +6,4 @@ handler ``(args) -> exit code``. Modules import only argparse at import time and
 Add a module to ``COMMAND_MODULES`` to add it to the CLI.
 """
 
-COMMAND_MODULES: tuple[str, ...] = ("detect", "bench", "predict", "attention", "export")
+COMMAND_MODULES: tuple[str, ...] = ("detect", "bench", "predict", "attention", "export", "shards")

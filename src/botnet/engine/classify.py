@@ -29,7 +29,7 @@ from ..models import create_model
 from ..models.weights import load_matching
 from .checkpoint import CheckpointManager, load_checkpoint, rng_state, save_atomic
 from .distributed import DistInfo, all_reduce_sum, barrier
-from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, ignore_preemption_signals
+from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, emergency_saver, ignore_preemption_signals
 from .loop import (empty_micro_batch_error, find_resume, launch, open_run_folder, optimizer_step, restore,
                    stop_for_preemption, wrap)
 from .metrics import MetricsLogger, get_logger, plot_curves
@@ -372,6 +372,8 @@ def _train(cfg: TrainConfig, resume, device, dist: DistInfo, log, preempt: Preem
         logger.log(rec)
         if rec["kind"] == "step" and dist.is_main and not sys.stderr.isatty():
             log.info("epoch %d step %d loss %.4f lr %.4g %.1f img/s", rec["epoch"], rec["step"], rec["loss"], rec["lr"], rec["images_per_s"])
+
+    preempt.on_stuck = emergency_saver(save, saved, state)  # a SIGTERM while blocked: save, then exit
 
     def preempted() -> dict:
         return stop_for_preemption(save, saved, state, dist, preempt, logger, log)

@@ -28,7 +28,7 @@ from ..detection.evaluate import evaluate_coco, format_coco_table, to_coco_resul
 from .checkpoint import CheckpointManager, load_checkpoint, rng_state, save_atomic
 from .classify import _autocast, _micro_batch, _step_seed, resolve_device
 from .distributed import DistInfo, all_reduce_sum, barrier
-from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, ignore_preemption_signals
+from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, emergency_saver, ignore_preemption_signals
 from .loop import (empty_micro_batch_error, find_resume, launch, open_run_folder, optimizer_step, restore,
                    stop_for_preemption, wrap)
 from .metrics import MetricsLogger, get_logger, plot_curves
@@ -362,6 +362,8 @@ def _train(cfg: DetTrainConfig, resume, device, dist: DistInfo, log, preempt: Pr
             log.info("step %d/%d loss %.4f (%s) lr %.4g %.2f img/s", rec["step"], total, rec["loss"],
                      ", ".join(f"{k[5:]} {v:.3f}" for k, v in rec.items() if k.startswith("loss_")), rec["lr"],
                      rec["images_per_s"])
+
+    preempt.on_stuck = emergency_saver(save, saved, state)  # a SIGTERM while blocked: save, then exit
 
     def preempted() -> dict:
         return stop_for_preemption(save, saved, state, dist, preempt, logger, log)

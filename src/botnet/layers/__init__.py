@@ -2,7 +2,7 @@
 
 from .blocks import BoTBlock, Bottleneck, check_even, make_downsample
 from .eca import EcaModule
-from .mhsa import KERNELS, POS_ENCODINGS, MHSA2d, use_kernel
+from .mhsa import CANDIDATE_KERNELS, KERNELS, POS_ENCODINGS, MHSA2d, use_kernel
 from .mhsa_qk import MHSA2dQK
 from .non_local import NonLocal2d
 from .pos_embed import AbsPosEmb2d, RelPosEmb2d, rel_index, resize_pos_table
@@ -10,6 +10,7 @@ from .squeeze_excite import SEModule
 
 __all__ = [
     "AbsPosEmb2d",
+    "CANDIDATE_KERNELS",
     "KERNELS",
     "BoTBlock",
     "EcaModule",
