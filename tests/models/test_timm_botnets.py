@@ -209,7 +209,8 @@ def test_converted_backbone_in_a_detector(timm_files):
                           fpn_channels=32, box_fc=64, mask_channels=32).eval()
     assert det.backbone_load_report.complete
     body, clf = det.backbone.body, botnet.create_model("sebotnet33ts_256", pretrained=path, img_size=128).eval()
-    assert det.backbone.fpn.inner_blocks[3][0].in_channels == 1536  # c5 = layer4, before the final 1x1 conv
+    lateral = det.backbone.fpn.inner_blocks[3]  # TPU FPN: a plain conv; torchvision's: Conv2dNormActivation
+    assert (lateral if isinstance(lateral, torch.nn.Conv2d) else lateral[0]).in_channels == 1536  # c5 = layer4, before the final 1x1 conv
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         torch.testing.assert_close(body.forward_pyramid(x)["c5"], clf.forward_pyramid(x)["c5"])

@@ -92,6 +92,7 @@ class PreemptionHandler:
         self._pipe: tuple[int, int] | None = None
         self._old_wakeup = -1
         self._hook = None
+        self._thread: threading.Thread | None = None
 
     @property
     def requested(self) -> bool:
@@ -117,7 +118,8 @@ class PreemptionHandler:
                 os.register_at_fork(after_in_child=_child_after_fork)
             _fork_hook.append(self)
             self._hook = register_optimizer_step_pre_hook(self._optimizer_step)
-            threading.Thread(target=self._watch, args=(r,), daemon=True, name="botnet-stop-watchdog").start()
+            self._thread = threading.Thread(target=self._watch, args=(r,), daemon=True, name="botnet-stop-watchdog")
+            self._thread.start()
         return self
 
     def uninstall(self) -> None:
@@ -128,6 +130,9 @@ class PreemptionHandler:
             os.close(self._pipe[1])  # the watchdog reads EOF and ends (it closes the read end)
             self._pipe = None
             self._hook.remove()
+            # join it: a daemon thread still alive at interpreter exit can abort the process
+            # ("terminate called without an active exception", seen after a detection run)
+            self._thread.join(timeout=5.0)
         for s, h in self._previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._previous.clear()
@@ -162,6 +167,8 @@ class PreemptionHandler:
         return event.is_set()
 
     def _bound_stop(self, name: str) -> None:
+        if self._closed.is_set():  # the run is over (the handler was uninstalled): nothing to bound
+            return
         if self._wait(self._acked, self.boundary_grace_s):
             if not self._wait(self._closed, self.shutdown_grace_s) and not self._closed.is_set():
                 self._force(name, f"the stop after the step boundary took over {self.shutdown_grace_s:g} s")
