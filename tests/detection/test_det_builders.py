@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from botnet.detection import create_detector, list_detectors, parse_detector_name
 from botnet.detection.heads import RPNHeadBN
@@ -48,15 +47,14 @@ def test_every_detector_builds_with_the_right_backbone(name):
     assert lateral_in == chans
     for m in body.modules():
         if isinstance(m, MHSA2d):
-            assert tuple(m.pos.feat_size) in {(32, 32), (64, 64)}  # c5 at 1024/32, or c4 (ablations) at 1024/16
+            assert tuple(m.pos.feat_size) in {(32, 32), (64, 64), (128, 128)}  # c5 at 1024/32, c4 (ablations) at /16, c3 (timm's botnet50ts_256) at /8
 
 
 def test_paper_a2_configuration():
     model = create_detector("maskrcnn_botnet50_fpn", num_classes=81)
-    # FPN p2-p6 with batch norm, p6 by stride-2 max pool
+    # FPN p2-p6 with batch norm (layer by layer: tests/detection/test_det_tpu.py)
     fpn = model.backbone.fpn
-    assert isinstance(fpn.extra_blocks, LastLevelMaxPool)
-    assert any(isinstance(m, nn.BatchNorm2d) for m in fpn.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fpn.modules()) == 5
     assert model.backbone.out_channels == 256
     # anchors: 8 x stride for strides 4..64, 3 aspect ratios
     ag = model.rpn.anchor_generator
@@ -65,12 +63,13 @@ def test_paper_a2_configuration():
     # RPN head: 2 convs of 256 with batch norm (per level), 3 anchors per location
     head = model.rpn.head
     assert isinstance(head, RPNHeadBN) and len(head.conv) == 2 and head.cls_logits.out_channels == 3
-    # box head: 4 convs of 256 with BN + 1 FC of 1024
+    # box head: 4 convs of 256 with BN + 1 FC of 1024 with BN
     bh = model.roi_heads.box_head
     convs = [m for m in bh.modules() if isinstance(m, nn.Conv2d)]
     fcs = [m for m in bh.modules() if isinstance(m, nn.Linear)]
     assert len(convs) == 4 and all(c.out_channels == 256 for c in convs)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in bh.modules()) == 4
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in bh.modules()) == 1
     assert [f.out_features for f in fcs] == [1024]
     # mask head: 4 convs of 256 with BN; 14x14 RoIAlign upsampled to 28x28 mask logits
     mh = model.roi_heads.mask_head
@@ -150,8 +149,8 @@ def test_backbone_init_from_torchvision_resnet(tmp_path):
     assert "fc.weight" in rep.unexpected
 
 
-def test_frozen_bn_and_plain_heads_options():
+def test_frozen_bn_and_torchvision_heads_options():
     model = create_detector("fasterrcnn_resnet50_fpn", num_classes=3, img_size=256, norm_layer=FrozenBatchNorm2d,
-                            heads_norm=False)
+                            head_style="torchvision")
     assert any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.body.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())

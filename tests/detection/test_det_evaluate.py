@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from botnet.detection.evaluate import METRIC_NAMES, evaluate_coco, evaluate_results_file, format_coco_table, to_coco_results
+from botnet.detection.evaluate import ALL_METRIC_NAMES, METRIC_NAMES, evaluate_coco, evaluate_results_file, format_coco_table, to_coco_results
 
 
 def _square_mask(h, w, box):
@@ -66,23 +66,46 @@ def gt_and_results(tmp_path):
     return gt_file, res_file
 
 
-@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
-def test_results_file_matches_pycocotools(gt_and_results, iou_type):
+def _pycocotools(gt_file, res_file, iou_type) -> list[float]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt_file, res_file = gt_and_results
-    ours = evaluate_results_file(gt_file, res_file, iou_types=(iou_type,))[iou_type]
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_file))
         ev = COCOeval(gt, gt.loadRes(str(res_file)), iou_type)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    ref = {k: max(0.0, float(v)) * 100 for k, v in zip(METRIC_NAMES, ev.stats[:6])}
-    assert ref["AP"] > 5 and ref["AP"] < 95  # a non-trivial case
-    for k in METRIC_NAMES:
-        assert ours[k] == pytest.approx(ref[k], abs=1e-6), k
+    return [float(v) for v in ev.stats]
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_results_file_matches_pycocotools(gt_and_results, iou_type):
+    gt_file, res_file = gt_and_results
+    ours = evaluate_results_file(gt_file, res_file, iou_types=(iou_type,))[iou_type]
+    stats = _pycocotools(gt_file, res_file, iou_type)
+    assert len(stats) == 12 and 5 < stats[0] * 100 < 95  # a non-trivial case
+    assert list(ours) == list(ALL_METRIC_NAMES)
+    for k, v in zip(ALL_METRIC_NAMES, stats):
+        assert v >= 0 and ours[k] == pytest.approx(v * 100, abs=1e-6), k
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_area_range_without_ground_truth_is_minus_one_as_pycocotools(gt_and_results, tmp_path, iou_type):
+    """No large objects (and no crowd region) left in the ground truth: pycocotools gives -1 for APl
+    and ARl; so do we (not 0), and the table prints "-"."""
+    gt_file, res_file = gt_and_results
+    gt = json.loads(gt_file.read_text())
+    gt["annotations"] = [a for a in gt["annotations"] if a["area"] < 96 ** 2 and not a["iscrowd"]]
+    small_gt = tmp_path / "gt_no_large.json"
+    small_gt.write_text(json.dumps(gt))
+    ours = evaluate_results_file(small_gt, res_file, iou_types=(iou_type,))[iou_type]
+    stats = _pycocotools(small_gt, res_file, iou_type)
+    assert stats[5] == -1 and stats[11] == -1 and min(stats[:5]) >= 0
+    for k, v in zip(ALL_METRIC_NAMES, stats):
+        assert ours[k] == pytest.approx(v * 100 if v >= 0 else -1.0, abs=1e-6), k
+    row = format_coco_table({iou_type: ours}).splitlines()[1].split()
+    assert row[0] == iou_type and row[-1] == "-" and "-" not in row[1:-1]
 
 
 def test_to_coco_results_maps_categories_and_masks():

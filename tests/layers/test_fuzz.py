@@ -2,7 +2,8 @@
 
 Shapes (non-square maps, 1-pixel rows, maps of another size than ``feat_size``), dtypes (float32,
 float64, bfloat16) and values (zeros, tiny, large magnitudes): the output has the right shape and
-dtype and is finite wherever the input is; the three MHSA kernels agree; impossible configurations
+dtype and is finite wherever the input is; every MHSA kernel (reference, chunked, sdpa_bias, sdpa_fold)
+agrees with the reference; impossible configurations
 raise ``ValueError`` (the last tests cover the gaps fuzzing found: non-positive heads, head_dim 0,
 modules with 0 inner channels, an odd map into a stride-2 BoT block).
 """
@@ -12,12 +13,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from botnet.layers import POS_ENCODINGS, BoTBlock, MHSA2d, NonLocal2d, RelPosEmb2d, SEModule, use_kernel
+from botnet.layers import KERNELS, POS_ENCODINGS, BoTBlock, MHSA2d, NonLocal2d, RelPosEmb2d, SEModule, use_kernel
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = st.sampled_from([torch.float32, torch.float64, torch.bfloat16])
 SCALES = st.sampled_from([0.0, 1e-6, 1.0, 1e3, 1e4])
 SIDE = st.integers(1, 7)
+# every exact kernel, the CPU default (chunked) and the CUDA default (sdpa_fold) among them
+FUZZ_KERNELS = tuple(k for k in KERNELS if k != "auto")
+assert FUZZ_KERNELS[0] == "reference"
 
 
 def _input(shape, dtype, scale, seed, spike=False):
@@ -49,7 +53,7 @@ def test_mhsa_shapes_dtypes_values(cfg, size, batch, dtype, scale, spike, seed):
     layer = MHSA2d(**cfg).to(dtype)
     x = _input((batch, cfg["dim"], *size), dtype, scale, seed, spike)
     outs = {}
-    for kernel in ("reference", "sdpa_bias", "sdpa_fold"):
+    for kernel in FUZZ_KERNELS:
         with use_kernel(kernel), torch.no_grad():
             y = layer(x)
         assert y.shape == x.shape and y.dtype == dtype, kernel
@@ -60,7 +64,7 @@ def test_mhsa_shapes_dtypes_values(cfg, size, batch, dtype, scale, spike, seed):
         # (by design), so they are compared where the logits are O(1)
         ref = outs["reference"]
         tol = 1e-6 * max(1.0, float(ref.abs().max()))
-        for kernel in ("sdpa_bias", "sdpa_fold"):
+        for kernel in FUZZ_KERNELS[1:]:
             assert torch.allclose(outs[kernel], ref, rtol=1e-6, atol=tol), kernel
 
 

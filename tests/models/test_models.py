@@ -45,13 +45,21 @@ def test_classifier_and_features(name):
         model.reset_classifier(0)
         assert model(x).shape == (1, model.num_features)
         feats = model.forward_pyramid(x)
+        pre = model.forward_head(model.forward_features(x), pre_logits=True)
     info = model.feature_info
-    assert [i["module"] for i in info] == ["act1", "layer1", "layer2", "layer3", "layer4"]
+    stem = "act1" if isinstance(model, botnet.ResNet) else ("act3" if model.cfg.stem_pool else "act2")  # tiered stem
+    assert [i["module"] for i in info] == [stem, "layer1", "layer2", "layer3", "layer4"]
+    assert info[0]["reduction"] == 2 and info[0]["num_chs"] == getattr(model, stem.replace("act", "conv")).out_channels
     assert list(feats) == ["c2", "c3", "c4", "c5"]
     for fi, (key, f) in zip(info[1:], feats.items()):
         assert f.shape[1] == fi["num_chs"], key
         assert SIZE // f.shape[-1] == fi["reduction"], key
-    assert info[-1]["num_chs"] == model.num_features == 4 * model.cfg.widths()[3]
+    assert pre.shape == (1, model.num_features) and model.head_hidden_size == model.num_features
+    if isinstance(model, botnet.ResNet):
+        assert info[-1]["num_chs"] == model.num_features == 4 * model.cfg.widths()[3]
+    else:  # timm's ResNet-T family: c5 is layer4, a final 1x1 conv may widen the pooled features
+        assert info[-1]["num_chs"] == model.cfg.stages[3].out_chs
+        assert model.num_features == (model.cfg.num_features or info[-1]["num_chs"])
 
 
 def test_registry_names_and_errors():

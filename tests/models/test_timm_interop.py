@@ -54,14 +54,30 @@ def test_names_never_replace_timm_models():
 
 
 def test_a_name_timm_already_has_is_skipped(monkeypatch):
+    """A model of ours whose timm name timm already has (a future timm adding botnet_future, here
+    played by timm's own botnet26t_256) is skipped with a warning; timm's model stays."""
     from botnet.models import _registry
 
-    monkeypatch.setitem(_registry._entrypoints, "botnet26t_256", _registry._entrypoints["botnet_tiny"])
+    monkeypatch.setitem(_registry._entrypoints, "botnet_future", _registry._entrypoints["botnet_tiny"])
     monkeypatch.setattr(_timm, "_registered", dict(_timm._registered))
+    real = _timm.timm_name
+    monkeypatch.setattr(_timm, "timm_name", lambda n: "botnet26t_256" if n == "botnet_future" else real(n))
     with pytest.warns(UserWarning, match="timm already has a model 'botnet26t_256'"):
         names = _timm.register_timm_models()
-    assert "botnet26t_256" not in names
+    assert "botnet_future" not in names
     assert not hasattr(timm.models.model_entrypoint("botnet26t_256"), "botnet_name")
+
+
+def test_timm_botnet_names_are_prefixed():
+    """Ours of timm's own BoTNet names live in timm's registry as botnet_<name>, with timm's
+    pretrained config (hub id, crop) and converted weights."""
+    for ours in ("botnet26t_256", "sebotnet33ts_256", "eca_botnext26ts_256", "botnet50ts_256"):
+        assert timm_name(ours) == f"botnet_{ours}" and timm.models.model_entrypoint(f"botnet_{ours}").botnet_name == ours
+    cfg = timm.models.get_pretrained_cfg("botnet_sebotnet33ts_256")
+    assert cfg.hf_hub_id == "timm/sebotnet33ts_256.a1h_in1k" and cfg.crop_pct == 0.94 and cfg.pool_size == (8, 8)
+    assert not timm.models.get_pretrained_cfg("botnet_botnet50ts_256").has_weights
+    m = timm.create_model("botnet_t3", num_classes=0)
+    assert m.pretrained_cfg["pool_size"] == (14, 14)  # c5 at stride 16: pool_size from the built model
 
 
 def test_timm_create_model_classifier_and_cfg():

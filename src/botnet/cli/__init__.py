@@ -18,7 +18,7 @@ from .. import __version__
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS: tuple[str, ...] = ("models", "train", "predict", "attention", "export")
+COMMANDS: tuple[str, ...] = ("models", "train", "predict", "attention", "export", "shards")
 
 
 def build_parser() -> argparse.ArgumentParser:

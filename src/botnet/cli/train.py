@@ -112,11 +112,24 @@ def _eval_classification(args: argparse.Namespace) -> dict:
     return evaluate_checkpoint(args.checkpoint, args.data, args.batch_size or 64, args.workers, args.ema, args.device)
 
 
+def _eval_pretrained(args: argparse.Namespace) -> dict:
+    from ..engine.pretrained import evaluate_pretrained
+
+    if args.data is None:
+        raise ValueError("--model needs --data (an ImageFolder, e.g. ImageNet-1k val)")
+    return evaluate_pretrained(args.model, args.data, args.weights, args.batch_size or 64, args.workers, args.device)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     prog = f"botnet {args.command}"
     try:
-        kind = "detection" if args.command == "det-eval" else _checkpoint_task(args.checkpoint)
-        res = (_eval_detection if kind == "detection" else _eval_classification)(args)
+        if (args.checkpoint is None) == (args.model is None):
+            raise ValueError("give --checkpoint (a botnet train checkpoint) or --model NAME (published weights), not both")
+        if args.model is not None:
+            kind, res = "classification", _eval_pretrained(args)
+        else:
+            kind = "detection" if args.command == "det-eval" else _checkpoint_task(args.checkpoint)
+            res = (_eval_detection if kind == "detection" else _eval_classification)(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
@@ -130,14 +143,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.output:
             print(f"metrics and COCO results written to {args.output}/")
     else:
-        print(f"{res['model']} ({res['checkpoint']}, epoch {res['epoch']}{', EMA' if res['ema'] else ''}): "
+        epoch = f", epoch {res['epoch']}" if res.get("epoch") is not None else ""
+        print(f"{res['model']} ({res['checkpoint']}{epoch}{', EMA' if res['ema'] else ''}): "
               f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  loss {res['loss']:.4f}  on {res['count']} images"
               + (f" ({res['skipped_images']} unreadable skipped)" if res["skipped_images"] else ""))
     return 0
 
 
 def _eval_arguments(e: argparse.ArgumentParser) -> None:
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--model", default=None,
+                   help="a model with published weights (botnet26t_256, ...), preprocessed as its source does")
+    e.add_argument("--weights", default=None, help="with --model: a weight file instead of the published one")
     e.add_argument("--data", default=None, help="dataset root (default: the one the checkpoint was trained on)")
     e.add_argument("--batch-size", type=int, default=None, help="default 64 (classification), 2 (detection)")
     e.add_argument("--workers", type=int, default=2)

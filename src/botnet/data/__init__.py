@@ -1,7 +1,8 @@
 """Data: the built-in datasets, image folders that skip unreadable files, COCO-format detection data, transforms.
 
 ``build_dataset(root, split, transform)`` opens ``ROOT/train/<class>/*`` or ``ROOT/val/<class>/*``
-(``root=None``: the built-in dataset, generated on first use by ``builtin_dataset_root()``);
+(``root=None``: the built-in dataset, generated on first use by ``builtin_dataset_root()``), or
+the tar shards of ``ROOT/{split}.wids.json`` written by ``botnet shards`` (``botnet.data.shards``);
 ``build_transforms`` makes the matching torchvision v2 pipelines; batches are made with
 ``collate_skip_none``, which drops images that could not be decoded.
 
@@ -16,7 +17,8 @@ from .builtin import BUILTIN_CLASSES, builtin_dataset_root, default_cache_dir
 from .builtin_coco import BUILTIN_COCO_CLASSES, builtin_coco_root
 from .coco import CocoDetection, build_coco_dataset, collate_detection
 from .det_transforms import build_det_transforms
-from .folder import ImageFolderSafe, build_dataset, collate_skip_none, load_rgb
+from .folder import ImageFolderSafe, collate_skip_none, load_rgb
+from .shards import ShardImageDataset, build_dataset, verify_shards, write_shards
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderSafe",
+    "ShardImageDataset",
     "build_coco_dataset",
     "build_dataset",
     "build_det_transforms",
@@ -36,4 +39,6 @@ __all__ = [
     "collate_skip_none",
     "default_cache_dir",
     "load_rgb",
+    "verify_shards",
+    "write_shards",
 ]

@@ -11,8 +11,9 @@ in sorted order (``label_to_cat`` / ``cat_to_label``).
 
 What the COCO tools do, it does too: crowd annotations are left out of training targets
 (``COCOeval`` reads them from the json), boxes are clipped to the image and dropped below one
-pixel, annotations whose mask is empty are dropped when masks are trained, and for training
-images left with no annotation are removed. Every drop is counted in ``dataset.stats``.
+pixel, and annotations whose mask is empty are dropped when masks are trained. Images left
+with no annotation are kept (as the TPU detection code keeps them; ``remove_empty=True`` drops
+them). Every drop is counted in ``dataset.stats``.
 Unknown category ids and missing image files are errors at construction; an image that cannot
 be decoded yields ``None`` (logged once), which ``collate_detection`` drops from the batch.
 ``build_coco_dataset`` opens ``ROOT/{split}/`` + ``ROOT/annotations/instances_{split}.json``.
@@ -150,7 +151,10 @@ class CocoDetection(torch.utils.data.Dataset):
     - ``target["orig_size"]``: int64 tensor [H, W], the size of the image as read from disk.
 
     Crowd annotations, boxes under 1 px after clipping and (with ``masks=True``) empty masks are
-    left out; ``remove_empty`` (default: ``train``) drops the images left without annotations.
+    left out; ``remove_empty`` (default False) drops the images left without annotations. They are
+    kept by default, for training too: the Cloud TPU detection code the paper used trains on them
+    (tensorflow/tpu ``tools/datasets/create_coco_tf_record.py`` writes every image, with or without
+    boxes), as background-only images.
     ``stats`` counts these (see ``STAT_KEYS``) plus ``unreadable`` images met so far in this
     process (DataLoader workers keep their own counts; ``collate_detection`` reports them per batch).
 
@@ -161,7 +165,7 @@ class CocoDetection(torch.utils.data.Dataset):
     """
 
     def __init__(self, img_dir: str | os.PathLike, ann_file: str | os.PathLike,
-                 transforms: Callable | None = None, *, train: bool, remove_empty: bool | None = None,
+                 transforms: Callable | None = None, *, train: bool, remove_empty: bool = False,
                  masks: bool = True) -> None:
         self.img_dir = Path(img_dir).expanduser()
         self.ann_file = Path(ann_file).expanduser()
@@ -171,7 +175,7 @@ class CocoDetection(torch.utils.data.Dataset):
             raise FileNotFoundError(f"image folder {self.img_dir} does not exist (images of {self.ann_file})")
         self.transforms = transforms
         self.train = bool(train)
-        self.remove_empty = self.train if remove_empty is None else bool(remove_empty)
+        self.remove_empty = bool(remove_empty)
         self.masks = bool(masks)
         self.num_skipped = 0
         self._warned: set[str] = set()

@@ -1,18 +1,23 @@
 """Detection transforms (torchvision.transforms.v2) for BoTNet Mask R-CNN / Faster R-CNN.
 
 BoTNet ("Bottleneck Transformers for Visual Recognition", arXiv:2101.11605) trains Mask R-CNN
-on fixed-size square inputs (1024 x 1024 on COCO) with multi-scale jitter: the image is resized
-so that its longer side is ``size * s`` for ``s`` drawn uniformly from a range ([0.8, 1.25]
-canonical; the paper also studies [0.5, 2.0] and [0.1, 2.0]), then randomly cropped or
-zero-padded to ``size`` x ``size``.
-The train preset does that and a horizontal flip, with boxes and masks following the image;
-boxes are clamped to the crop and those under one pixel are dropped with their labels and
-masks. The eval preset only converts the image to float: the model resizes the longer side to
-``size``, pads to ``size`` x ``size`` and maps predictions back to the original image.
+on fixed-size square inputs (1024 x 1024 on COCO) with the Cloud TPU detection code's input
+pipeline (tensorflow/tpu ``dataloader/maskrcnn_parser.py`` 203-226, ``utils/input_utils.py``
+``resize_and_crop_image`` 170-210): random horizontal flip; then for a scale ``s`` drawn uniformly
+from a range ([0.8, 1.25] canonical; the paper also studies [0.5, 2.0] and [0.1, 2.0]) the image is
+resized, keeping its aspect ratio, to the largest size inside ``round(s * size)`` squared
+(``fit_size``), bilinearly without antialiasing, and cropped at a random offset to at most
+``size`` x ``size``. Boxes and masks follow the image; boxes are clamped to the crop and those
+under one pixel are dropped with their labels and masks.
+
+Padding is not done here: the detector's transform (``botnet.detection.transform``) normalises
+first and then pads with zeros to ``size`` x ``size``, image at the top-left, in training and in
+evaluation alike, as the TPU code does. The eval preset only converts the image to float: the model
+resizes it with the same ``fit_size`` rule and maps predictions back to the original image.
 
 Both take and return ``(image, target)`` pairs as made by ``CocoDetection``; the image comes
 out as a float32 (3, H, W) ``tv_tensors.Image`` in [0, 1] (not normalized: the detection model
-normalizes), exactly (3, size, size) in training.
+normalizes), at most (3, size, size) in training.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-__all__ = ["PAPER_SCALE_RANGES", "SIZE_DIVISOR", "build_det_transforms"]
+__all__ = ["PAPER_SCALE_RANGES", "SIZE_DIVISOR", "build_det_transforms", "fit_size", "ScaleJitterCrop"]
 
 SIZE_DIVISOR = 32  # the backbone's output stride: C5 (where the MHSA blocks are) is size / 32
 PAPER_SCALE_RANGES: tuple[tuple[float, float], ...] = ((0.8, 1.25), (0.5, 2.0), (0.1, 2.0))
@@ -52,36 +57,61 @@ def _check(size: int, scale_range: Sequence[float], hflip: float) -> None:
         raise ValueError(f"hflip must be a probability in [0, 1], got {hflip!r}")
 
 
-class _ScaleJitter(v2.ScaleJitter):
-    """``v2.ScaleJitter`` that never resizes a side to 0 px (an elongated image at a small scale)."""
+def fit_size(height: int, width: int, side: float) -> list[int]:
+    """[h, w] of a ``height`` x ``width`` image resized, keeping its aspect ratio, to the largest size
+    inside ``side`` x ``side``: each side times ``min(side / height, side / width)``, rounded (half up;
+    TF's ``tf.round`` rounds half to even: they differ only on an exact .5) and at least 1 px
+    (TPU ``input_utils.resize_and_crop_image`` 182-184). TorchScript-compatible: the detector's eval
+    transform uses it too."""
+    scale = min(side / height, side / width)
+    return [max(1, int(math.floor(height * scale + 0.5))), max(1, int(math.floor(width * scale + 0.5)))]
+
+
+class ScaleJitterCrop(v2.Transform):
+    """TPU scale jitter: resize to ``fit_size(H, W, round(U(scale_range) * size))`` (bilinear, no
+    antialiasing; masks nearest), then crop to at most ``size`` x ``size`` at a random offset
+    ``floor(U(0, 1) * max(0, side - size))`` per side. No padding (the model pads after normalising)."""
+
+    def __init__(self, size: int, scale_range: tuple[float, float]):
+        super().__init__()
+        self.size, self.scale_range = size, scale_range
 
     def make_params(self, flat_inputs: list) -> dict:
-        height, width = super().make_params(flat_inputs)["size"]
-        return dict(size=(max(1, height), max(1, width)))
+        height, width = v2.query_size(flat_inputs)
+        lo, hi = self.scale_range
+        desired = math.floor(float(torch.empty(()).uniform_(lo, hi)) * self.size + 0.5)
+        h, w = fit_size(height, width, float(max(desired, 1)))
+        top = int(float(torch.rand(())) * max(0, h - self.size))
+        left = int(float(torch.rand(())) * max(0, w - self.size))
+        return dict(size=[h, w], top=top, left=left, height=min(h, self.size), width=min(w, self.size))
+
+    def transform(self, inpt, params: dict):
+        out = self._call_kernel(v2.functional.resize, inpt, size=params["size"], antialias=False)
+        return self._call_kernel(v2.functional.crop, out, top=params["top"], left=params["left"],
+                                 height=params["height"], width=params["width"])
 
 
 def build_det_transforms(train: bool, size: int, scale_range: Sequence[float] = (0.8, 1.25),
                          hflip: float = 0.5) -> v2.Compose:
     """Build the detection train or eval transform for ``(image, target)`` pairs.
 
-    Train: scale jitter of the longer side to ``size * U(scale_range)``, random crop / zero pad to
-    (3, size, size), horizontal flip with probability ``hflip``, clamp boxes to the image, drop
-    boxes under 1 px together with their labels and masks, image to float32 in [0, 1].
+    Train: image to float32 in [0, 1], horizontal flip with probability ``hflip``, ``ScaleJitterCrop``
+    (TPU scale jitter of the longer side to ``size * U(scale_range)`` and random crop to at most
+    (3, size, size), no padding), clamp boxes to the image, drop boxes under 1 px together with
+    their labels and masks.
     Eval: image to float32 in [0, 1] at its own size; the target is left untouched.
     Raises ``ValueError`` if ``size`` is not a positive multiple of 32 (naming the nearest valid
     sizes), if ``scale_range`` is not ``0 < min <= max``, or ``hflip`` is outside [0, 1].
     """
     _check(size, scale_range, hflip)
-    ops: list = [v2.ToImage()]
+    # float first: the resize then interpolates the same float values the eval transform does
+    ops: list = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]  # images only: masks stay uint8
     if train:
         ops += [
-            _ScaleJitter(target_size=(size, size), scale_range=(float(scale_range[0]), float(scale_range[1])),
-                         antialias=True),
-            v2.RandomCrop(size, pad_if_needed=True, fill=0),
             v2.RandomHorizontalFlip(hflip),
+            ScaleJitterCrop(size, (float(scale_range[0]), float(scale_range[1]))),
             v2.ClampBoundingBoxes(),
             # finds target["labels"] in an (image, target) pair; (N, H, W) masks are filtered along
             v2.SanitizeBoundingBoxes(min_size=1),
         ]
-    ops.append(v2.ToDtype(torch.float32, scale=True))  # images only: masks stay uint8, boxes float32
     return v2.Compose(ops)

@@ -4,17 +4,22 @@ Train: the standard ResNet augmentation, RandomResizedCrop + horizontal flip, op
 by RandAugment as in the BoTNet paper (magnitudes 10, 15 or 24 on the 0..30 scale, i.e.
 ``num_magnitude_bins=31``). Eval: resize the short side to ``img_size / crop_pct`` and take the
 central ``img_size`` crop. Both end in a normalized (3, img_size, img_size) float32 tensor.
+
+``build_eval_transform(cfg)`` is the eval transform a model's pretrained config (or a model card)
+describes, computed as timm's ``create_transform(**resolve_data_config(model=...))`` does: resize
+the short side to floor(size / crop_pct) with the config's interpolation, center crop, normalize.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms", "build_eval_transform"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,3 +74,23 @@ def build_transforms(train: bool, img_size: int, randaug_magnitude: int | None =
         ]
     ops += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(ops)
+
+
+def build_eval_transform(cfg: dict, img_size: int | None = None) -> v2.Compose:
+    """The eval transform of a pretrained config / model card: PIL RGB -> (3, S, S) float32.
+
+    ``cfg`` keys: ``input_size`` (C, S, S), ``crop_pct``, ``interpolation``, ``mean``, ``std`` (the
+    pretrained_cfg of ``botnet26t_256`` ...: 256, 0.95, bicubic, ImageNet mean / std). ``img_size``
+    evaluates at another S with the same crop fraction. Raises ``ValueError`` for bad values.
+    """
+    size = int(img_size or cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct", 0.875))
+    interpolation = cfg.get("interpolation", "bilinear")
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    _check(size, None, 2, crop_pct, 0.5, mean, std, interpolation, (0.08, 1.0))
+    mode = InterpolationMode(interpolation)
+    return v2.Compose([
+        v2.Resize(math.floor(size / crop_pct), interpolation=mode, antialias=True),  # timm: floor, not round
+        v2.CenterCrop(size),
+        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
+    ])

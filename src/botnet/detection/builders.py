@@ -1,19 +1,27 @@
-"""Mask R-CNN and Faster R-CNN with FPN on any backbone of the registry, in the paper's A.2 setup.
+"""Mask R-CNN and Faster R-CNN with FPN on any backbone of the registry, as BoTNet's appendix A.2 built them.
 
-``create_detector("maskrcnn_botnet50_fpn", num_classes=81)`` builds torchvision's ``MaskRCNN``
-with:
+``create_detector("maskrcnn_botnet50_fpn", num_classes=81)`` builds torchvision's ``MaskRCNN`` with
+the parts and numbers of the Cloud TPU detection code the paper used (tensorflow/tpu
+``models/official/detection``, ``configs/maskrcnn_config.py`` with A.2's changes):
 
-- backbone: the registry model (BoT layers included) + FPN p2..p6, batch norm in both;
-- anchors: one size per level, 8 x stride (32..512 for p2..p6), aspect ratios 0.5, 1, 2;
-- RPN head: 2 convs of 256 with batch norm;
-- box head: 4 convs of 256 with batch norm + 1 FC of 1024;
-- mask head: 4 convs of 256 with batch norm (``mask_head_convs=8`` for the 44.4 AP model),
-  28 x 28 mask targets (14 x 14 RoIAlign, upsampled 2x by the predictor);
+- backbone: the registry model (BoT layers included) + the TPU FPN p2..p6 (p6 a 3x3 stride-2 conv
+  on p5, BatchNorm without activation on each output level);
+- anchors: one size per level, 8 x stride (32..512 for p2..p6), aspect ratios 0.5, 1, 2, centred
+  at stride / 2 as in the TPU code;
+- RPN head: 2 convs of 256, BatchNorm per level; TPU RPN losses (``rpn.py``);
+- box head: 4 convs of 256 + 1 FC of 1024, each followed by BatchNorm and ReLU; predictor init
+  N(0, 0.01) / N(0, 0.001);
+- mask head: 4 convs of 256 (``mask_head_convs=8`` for the 44.4 AP model) and a 2x2 transposed
+  conv, each followed by BatchNorm and ReLU; 28 x 28 mask targets from 14 x 14 RoIAlign;
+- RoIAlign over p2..p6 with one sample per bin; RPN / RoI sampling and test-time numbers of
+  ``TPU_OPTIONS``;
 - fixed ``img_size x img_size`` input (1024 by default; any multiple of 32).
 
-The names are ``{maskrcnn,fasterrcnn}_{backbone}_fpn`` for every stride-32 backbone of the model
-registry, so the paper's tables are rerun by changing one name. See docs/detection.md for where
-torchvision's parts differ from the TPU code of the paper.
+``head_style="torchvision"`` swaps the FPN and the RPN, box and mask heads for those of torchvision's
+``maskrcnn_resnet50_fpn`` (no norm, max-pool p6, 1-conv RPN head, two-FC box head), so that
+torchvision's weight files load; everything else stays as above. The names are
+``{maskrcnn,fasterrcnn}_{backbone}_fpn`` for every stride-32 backbone of the model registry.
+docs/detection.md puts every setting side by side with the TPU file and line it comes from.
 """
 
 from __future__ import annotations
@@ -23,18 +31,32 @@ from typing import Callable
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import MultiScaleRoIAlign
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..models import is_model, list_models
-from ..models.weights import load_matching
-from .backbone import build_backbone
-from .heads import RPNHeadBN
+from ..models.convert import load_pretrained
+from .backbone import FPN_STYLES, build_backbone
+from .heads import FastRCNNHeadBN, MaskRCNNPredictorBN, RPNHeadBN, init_box_predictor, mask_head_bn
+from .rpn import TPUAnchorGenerator, tpu_rpn
 from .transform import FixedSizeTransform
 
-__all__ = ["create_detector", "list_detectors", "parse_detector_name", "DETECTOR_KINDS"]
+__all__ = ["create_detector", "list_detectors", "parse_detector_name", "DETECTOR_KINDS", "HEAD_STYLES", "TPU_OPTIONS"]
+
+HEAD_STYLES = FPN_STYLES  # "tpu" (the paper's A.2) or "torchvision" (maskrcnn_resnet50_fpn's heads, for its weights)
+# torchvision MaskRCNN options at the TPU values (configs/maskrcnn_config.py, detection_config.py of
+# tensorflow/tpu at commit 1e6a3a5; docs/detection.md gives the line of each)
+TPU_OPTIONS = dict(
+    rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_train=1000,
+    rpn_post_nms_top_n_test=1000, rpn_nms_thresh=0.7, rpn_score_thresh=0.0, rpn_fg_iou_thresh=0.7,
+    rpn_bg_iou_thresh=0.3, rpn_batch_size_per_image=256, rpn_positive_fraction=0.5,
+    box_batch_size_per_image=512, box_positive_fraction=0.25, box_fg_iou_thresh=0.5, box_bg_iou_thresh=0.5,
+    box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
+)
+LEVELS = ("0", "1", "2", "3", "pool")  # p2..p6: the TPU RoIAlign assigns RoIs to every FPN level
 
 DETECTOR_KINDS = ("maskrcnn", "fasterrcnn")
 _NAME = re.compile(r"^(maskrcnn|fasterrcnn)_(.+)_fpn$")
@@ -75,7 +97,7 @@ def create_detector(
     mask_head_convs: int = 4,
     mask_channels: int = 256,
     norm_layer: Callable[..., nn.Module] | None = None,
-    heads_norm: bool = True,
+    head_style: str = "tpu",
     backbone_weights: str | None = None,
     backbone_kwargs: dict | None = None,
     **detector_kwargs,
@@ -88,57 +110,75 @@ def create_detector(
             built for img_size / 32.
         fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels: head sizes (the
             paper: 256, 4, 1024, 4 (8 for the 44.4 AP model), 256). Smaller values make CPU demos.
+            ``head_style="torchvision"`` has no box convs (``box_head_convs`` is not used).
         norm_layer: the backbone's normalization (default trained BatchNorm2d; e.g.
             ``torchvision.ops.FrozenBatchNorm2d`` for Detectron-style frozen statistics).
-        heads_norm: batch norm in FPN, RPN, box and mask heads (the paper); False: torchvision's
-            plain convolutions.
+        head_style: "tpu" (the paper's FPN and heads, default) or "torchvision" (those of
+            torchvision's ``maskrcnn_resnet50_fpn``, for its weights).
         backbone_weights: an ImageNet checkpoint (ours, torchvision's or timm's) loaded into the
             matching backbone layers; BoT layers stay random (the paper's footnote 6). The load
             report is kept as ``model.backbone_load_report``.
         backbone_kwargs: options of the backbone model (e.g. ``pos_enc``, ``width``).
-        detector_kwargs: torchvision ``MaskRCNN`` / ``FasterRCNN`` options (``rpn_post_nms_top_n_train``,
-            ``box_batch_size_per_image``, ``box_detections_per_img``, ``box_score_thresh``, ...).
+        detector_kwargs: torchvision ``MaskRCNN`` / ``FasterRCNN`` options over ``TPU_OPTIONS``
+            (``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``, ``box_score_thresh``, ...,
+            also ``rpn_anchor_generator``, ``box_roi_pool``, ``mask_roi_pool``).
 
     Returns a torchvision ``MaskRCNN`` / ``FasterRCNN``: in training ``model(images, targets)`` gives
     a dict of losses, in eval ``model(images)`` a list of {boxes (N,4) xyxy in original pixels,
     labels (N,), scores (N,), masks (N,1,H,W) probabilities}.
     """
     kind, backbone_name = parse_detector_name(name)
+    _check_args(img_size, num_classes, head_style)
+    backbone = build_backbone(backbone_name, img_size, fpn_channels, norm_layer=norm_layer, fpn_style=head_style,
+                              **(backbone_kwargs or {}))
+    report = load_pretrained(backbone.body, backbone_weights) if backbone_weights else None  # timm BoTNet-family files converted, others matched
+    options = _heads(head_style, kind, num_classes, fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels)
+    options.update(detector_kwargs)
+    model = (MaskRCNN if kind == "maskrcnn" else FasterRCNN)(backbone, min_size=img_size, max_size=img_size, **options)
+    per_location = options["rpn_anchor_generator"].num_anchors_per_location()
+    sides = [-(-img_size // 2 ** (i + 2)) for i in range(len(LEVELS))]  # p2..p6 (p6: TF "same" stride 2)
+    model.rpn = tpu_rpn(options["rpn_anchor_generator"], options["rpn_head"], options,
+                        [a * s * s for a, s in zip(per_location, sides)])
+    model.transform = FixedSizeTransform(img_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    model.detector_name = name
+    model.img_size = img_size
+    model.head_style = head_style
+    model.backbone_load_report = report
+    return model
+
+
+def _check_args(img_size: int, num_classes: int, head_style: str) -> None:
     if img_size < 64 or img_size % 32:
         lo = max(64, img_size // 32 * 32)
         raise ValueError(f"detector input size must be a multiple of 32 and at least 64 (p6 is 1/64 of it), "
                          f"got {img_size}; nearest: {lo} or {lo + 32}")
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background too: expected >= 2, got {num_classes}")
-    bn = nn.BatchNorm2d if heads_norm else None
-    backbone = build_backbone(backbone_name, img_size, fpn_channels, norm_layer=norm_layer, fpn_norm=heads_norm,
-                              **(backbone_kwargs or {}))
-    report = None
-    if backbone_weights:
-        report = load_matching(backbone.body, backbone_weights)
-    levels = 5
-    anchors = AnchorGenerator(sizes=tuple((8 * 2 ** (i + 2),) for i in range(levels)),
-                              aspect_ratios=((0.5, 1.0, 2.0),) * levels)
-    rpn_head = (RPNHeadBN(fpn_channels, 3, levels, conv_depth=2) if heads_norm
-                else _plain_rpn_head(fpn_channels))
-    box_head = FastRCNNConvFCHead((fpn_channels, 7, 7), [fpn_channels] * box_head_convs, [box_fc], norm_layer=bn)
-    common = dict(rpn_anchor_generator=anchors, rpn_head=rpn_head, box_head=box_head,
-                  box_predictor=FastRCNNPredictor(box_fc, num_classes), min_size=img_size, max_size=img_size)
-    common.update(detector_kwargs)
+    if head_style not in HEAD_STYLES:
+        raise ValueError(f"head_style must be one of {HEAD_STYLES}, got {head_style!r}")
+
+
+def _heads(style: str, kind: str, num_classes: int, channels: int, box_convs: int, box_fc: int, mask_convs: int,
+           mask_channels: int) -> dict[str, nn.Module]:
+    """``TPU_OPTIONS`` plus the anchors, RoIAlign and the rpn_head, box_head, box_predictor (and
+    mask_head, mask_predictor) of ``style``: the torchvision MaskRCNN / FasterRCNN options."""
+    levels = len(LEVELS)
+    options = dict(TPU_OPTIONS, rpn_anchor_generator=TPUAnchorGenerator(
+        tuple((8 * 2 ** (i + 2),) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels,
+        tuple(2 ** (i + 2) for i in range(levels))), box_roi_pool=MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=1))
     if kind == "maskrcnn":
-        mask_head = MaskRCNNHeads(fpn_channels, [mask_channels] * mask_head_convs, 1, norm_layer=bn)
-        model = MaskRCNN(backbone, mask_head=mask_head, mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
-                         **common)
+        options["mask_roi_pool"] = MultiScaleRoIAlign(list(LEVELS), 14, sampling_ratio=1)
+    if style == "tpu":
+        heads = dict(rpn_head=RPNHeadBN(channels, 3, levels, conv_depth=2),
+                     box_head=FastRCNNHeadBN((channels, 7, 7), box_convs, channels, box_fc))
     else:
-        model = FasterRCNN(backbone, **common)
-    model.transform = FixedSizeTransform(img_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
-    model.detector_name = name
-    model.img_size = img_size
-    model.backbone_load_report = report
-    return model
-
-
-def _plain_rpn_head(channels: int) -> nn.Module:
-    from torchvision.models.detection.rpn import RPNHead
-
-    return RPNHead(channels, 3, conv_depth=2)
+        heads = dict(rpn_head=RPNHead(channels, 3), box_head=TwoMLPHead(channels * 7 * 7, box_fc))
+    heads["box_predictor"] = init_box_predictor(FastRCNNPredictor(box_fc, num_classes))
+    if kind == "maskrcnn":
+        if style == "tpu":
+            heads["mask_head"] = mask_head_bn(channels, mask_convs, mask_channels)
+            heads["mask_predictor"] = MaskRCNNPredictorBN(mask_channels, mask_channels, num_classes)
+        else:
+            heads["mask_head"] = MaskRCNNHeads(channels, [mask_channels] * mask_convs, 1)
+            heads["mask_predictor"] = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
+    return dict(options, **heads)

@@ -1,9 +1,12 @@
-"""COCO metrics with faster-coco-eval: AP, AP50, AP75, AP small/medium/large for boxes and masks.
+"""COCO metrics with faster-coco-eval: the 12 numbers of pycocotools' ``COCOeval.summarize`` (AP,
+AP50, AP75, AP small/medium/large, AR at 1/10/100 detections, AR small/medium/large) for boxes and masks.
 
 ``to_coco_results`` turns a detector's outputs into COCO result records (xywh boxes in original
 pixels, category ids, RLE masks), ``evaluate_coco`` scores them against a ground-truth COCO object,
 ``evaluate_results_file`` scores a saved results JSON (the same numbers pycocotools' COCOeval
-gives on the same files; tests/detection/test_det_evaluate.py checks that).
+gives on the same files; tests/detection/test_det_evaluate.py checks that). As in pycocotools, a
+metric whose area range has no ground truth (APl on a set without large objects) is -1, and
+``format_coco_table`` prints it as "-".
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["METRIC_NAMES", "to_coco_results", "evaluate_coco", "evaluate_results_file", "format_coco_table"]
+__all__ = ["METRIC_NAMES", "ALL_METRIC_NAMES", "to_coco_results", "evaluate_coco", "evaluate_results_file", "format_coco_table"]
 
-METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the table's columns
+ALL_METRIC_NAMES = METRIC_NAMES + ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # COCOeval.stats, in order
 
 
 def to_coco_results(outputs: list[dict], image_ids: list[int], label_to_cat: dict[int, int],
@@ -54,16 +58,14 @@ def to_coco_results(outputs: list[dict], image_ids: list[int], label_to_cat: dic
 
 
 def evaluate_coco(coco_gt, results: list[dict], iou_types=("bbox", "segm"), image_ids: list[int] | None = None) -> dict:
-    """{"bbox": {"AP": .., "AP50": .., "AP75": .., "APs": .., "APm": .., "APl": ..}, "segm": {...}} in
-    percent, over ``image_ids`` (default: every image of ``coco_gt``). No detections -> all zeros."""
+    """{"bbox": {"AP": .., "AP50": .., ..., "ARl": ..}, "segm": {...}}: the 12 ``ALL_METRIC_NAMES`` in
+    percent, over ``image_ids`` (default: every image of ``coco_gt``); -1 (not a percentage) where
+    the area range has no ground truth, as pycocotools. No detections: 0 where there is ground truth."""
     from faster_coco_eval import COCOeval_faster
 
     metrics = {}
     for iou_type in iou_types:
-        if not results:
-            metrics[iou_type] = {k: 0.0 for k in METRIC_NAMES}
-            continue
-        if iou_type == "segm" and "segmentation" not in results[0]:
+        if iou_type == "segm" and results and "segmentation" not in results[0]:
             raise ValueError("segm evaluation needs 'segmentation' in the results (a Faster R-CNN has none: use bbox)")
         with contextlib.redirect_stdout(io.StringIO()):
             dt = coco_gt.loadRes([dict(r) for r in results])
@@ -73,7 +75,7 @@ def evaluate_coco(coco_gt, results: list[dict], iou_types=("bbox", "segm"), imag
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        metrics[iou_type] = {k: max(0.0, float(v)) * 100 for k, v in zip(METRIC_NAMES, ev.stats[:6])}
+        metrics[iou_type] = {k: float(v) * 100 if v >= 0 else -1.0 for k, v in zip(ALL_METRIC_NAMES, ev.stats[:12])}
     return metrics
 
 
@@ -88,7 +90,8 @@ def evaluate_results_file(ann_file: str | Path, results_file: str | Path, iou_ty
 
 
 def format_coco_table(metrics: dict) -> str:
-    """A text table: one row per IoU type, one column per metric."""
+    """A text table: one row per IoU type, one column per AP metric; "-" where it is -1 (no ground truth)."""
     head = f"{'':6s}" + "".join(f"{k:>8s}" for k in METRIC_NAMES)
-    rows = [head] + [f"{t:6s}" + "".join(f"{m[k]:8.2f}" for k in METRIC_NAMES) for t, m in metrics.items()]
+    rows = [head] + [f"{t:6s}" + "".join(f"{m[k]:8.2f}" if m[k] >= 0 else f"{'-':>8s}" for k in METRIC_NAMES)
+                     for t, m in metrics.items()]
     return "\n".join(rows)

@@ -1,8 +1,12 @@
 """Faults a long training run meets, handled the same way by every engine.
 
 - ``PreemptionHandler``: SIGTERM / SIGUSR1 (what SLURM, Kubernetes and spot instances send before
-  killing a job) set a flag instead of killing the process; the loop checks it at step boundaries
-  with ``should_stop``, which agrees across ranks, saves a checkpoint and exits cleanly.
+  killing a job) and SIGINT set a flag instead of killing the process; the loop checks it at step
+  boundaries with ``should_stop``, which agrees across ranks, saves a checkpoint and exits cleanly.
+  A watchdog thread, woken by the signal itself (``signal.set_wakeup_fd``, so even while the main
+  thread is blocked in C++: joining the process group, a hung collective), ends the process when
+  no step boundary comes within ``boundary_grace_s``, after the engine's ``on_stuck`` callback has
+  saved the last finished step if it was not saved yet.
 - ``NonFiniteGuard``: checks the named loss terms and the gradients of each step before the
   optimizer step; a non-finite step is skipped (up to a budget, for rare bf16/fp16 spikes) or
   stops the run with ``NonFiniteError`` naming the step and the value of every loss term.
@@ -15,25 +19,38 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from .distributed import DistInfo, flags_by_rank
 
 __all__ = [
-    "PREEMPT_SIGNALS", "PreemptionHandler", "NonFiniteError", "NonFiniteGuard", "nonfinite_tensors",
+    "PREEMPT_SIGNALS", "STOP_SIGNALS", "PreemptionHandler", "emergency_saver", "NonFiniteError", "NonFiniteGuard", "nonfinite_tensors",
     "ignore_preemption_signals", "drop_torn_jsonl_tail",
 ]
 
 log = logging.getLogger("botnet")
 
-PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # what DataLoader workers ignore (see ignore_preemption_signals)
+STOP_SIGNALS = (*PREEMPT_SIGNALS, "SIGINT")  # what PreemptionHandler turns into a stop at the next step
+_fork_hook = []  # the installed handlers with a wakeup fd
+
+
+def _child_after_fork() -> None:  # a forked child (DataLoader worker) must not wake the parent's watchdog
+    if _fork_hook:
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # forked from another thread than the main one
+            pass
 
 
 def _signals(names: Iterable[str]) -> list[signal.Signals]:
@@ -54,13 +71,28 @@ class PreemptionHandler:
     Signal handlers can only be installed from the main thread; elsewhere (and for signals the
     platform lacks) the handler does nothing but ``request()`` still works. The previous handlers
     are restored on exit. A second signal does not force anything; SIGKILL remains the hard stop.
+
+    Bounded stop: when no step boundary acknowledges a signal within ``boundary_grace_s`` (the main
+    thread is blocked, or the step is long), the watchdog waits for a running optimizer step to
+    end, calls ``on_stuck()`` (set by the engine: save the last finished step if unsaved; returns a
+    note for the message), writes one line to stderr and ends the process with 128 + the signal
+    number (``exit_fn``). After an acknowledged signal the orderly stop gets ``shutdown_grace_s``.
     """
 
-    def __init__(self, signals: Iterable[str] = PREEMPT_SIGNALS):
+    def __init__(self, signals: Iterable[str] = STOP_SIGNALS, boundary_grace_s: float = 5.0,
+                 shutdown_grace_s: float = 60.0, exit_fn: Callable[[int], None] = os._exit):
         self.signals = _signals(signals)
         self.signal_name: str | None = None  # the first signal received ("manual" for request())
         self.received_at: float | None = None  # time.monotonic() of that signal
+        self.boundary_grace_s, self.shutdown_grace_s, self.exit_fn = boundary_grace_s, shutdown_grace_s, exit_fn
+        self.on_stuck: Callable[[], str | None] | None = None
         self._previous: dict = {}
+        self._acked, self._closed = threading.Event(), threading.Event()
+        self._busy = False  # inside an optimizer step (or after it, before the next boundary)
+        self._pipe: tuple[int, int] | None = None
+        self._old_wakeup = -1
+        self._hook = None
+        self._thread: threading.Thread | None = None
 
     @property
     def requested(self) -> bool:
@@ -75,15 +107,90 @@ class PreemptionHandler:
         self.request(signal.Signals(signum).name)
 
     def install(self) -> "PreemptionHandler":
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and self.signals:
             for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handle)
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            self._pipe = (r, w)
+            self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            if not _fork_hook:
+                os.register_at_fork(after_in_child=_child_after_fork)
+            _fork_hook.append(self)
+            self._hook = register_optimizer_step_pre_hook(self._optimizer_step)
+            self._thread = threading.Thread(target=self._watch, args=(r,), daemon=True, name="botnet-stop-watchdog")
+            self._thread.start()
         return self
 
     def uninstall(self) -> None:
+        self._closed.set()
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            _fork_hook.remove(self)
+            os.close(self._pipe[1])  # the watchdog reads EOF and ends (it closes the read end)
+            self._pipe = None
+            self._hook.remove()
+            # join it: a daemon thread still alive at interpreter exit can abort the process
+            # ("terminate called without an active exception", seen after a detection run)
+            self._thread.join(timeout=5.0)
         for s, h in self._previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._previous.clear()
+
+    def _optimizer_step(self, optimizer, args, kwargs) -> None:  # a global optimizer pre-step hook
+        self._busy = True
+
+    def _watch(self, fd: int) -> None:
+        """The watchdog thread: wait for a stop signal's byte, then bound the time to stop."""
+        ours = {int(s): s.name for s in self.signals}
+        try:
+            while True:
+                data = os.read(fd, 64)
+                if not data:
+                    return
+                hit = next((ours[b] for b in data if b in ours), None)
+                if hit is not None:
+                    self.request(hit)  # the Python-level handler may not run while the main thread is blocked
+                    self._bound_stop(hit)
+                    return
+        finally:
+            os.close(fd)
+
+    def _wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait up to ``seconds`` for ``event``; False as soon as the handler is closed (run over)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self._closed.is_set():
+                return False
+            if event.wait(0.05):
+                return True
+        return event.is_set()
+
+    def _bound_stop(self, name: str) -> None:
+        if self._closed.is_set():  # the run is over (the handler was uninstalled): nothing to bound
+            return
+        if self._wait(self._acked, self.boundary_grace_s):
+            if not self._wait(self._closed, self.shutdown_grace_s) and not self._closed.is_set():
+                self._force(name, f"the stop after the step boundary took over {self.shutdown_grace_s:g} s")
+            return
+        end = time.monotonic() + 10.0  # let a running optimizer step (and its bookkeeping) finish
+        while self._busy and time.monotonic() < end and not self._acked.is_set():
+            time.sleep(0.05)
+        if self._acked.is_set():  # the step boundary came after all: the orderly stop goes on
+            return self._bound_stop(name)
+        if not self._closed.is_set():
+            self._force(name, f"no step boundary came within {self.boundary_grace_s:g} s (blocked or between steps)")
+
+    def _force(self, name: str, why: str) -> None:
+        note = None
+        if self.on_stuck is not None:
+            try:
+                note = self.on_stuck()
+            except Exception as e:  # the exit must happen; say what went wrong
+                note = f"saving failed: {type(e).__name__}: {e}"
+        sys.stderr.write(f"botnet: stopping on {name}: {why}; exiting now" + (f" ({note})" if note else "") + "\n")
+        sys.stderr.flush()
+        self.exit_fn(128 + int(getattr(signal, name, signal.SIGTERM)))
 
     def __enter__(self) -> "PreemptionHandler":
         return self.install()
@@ -96,7 +203,11 @@ class PreemptionHandler:
         all-reduce, so every rank must call it at the same point (each step boundary) and every
         rank gets the same answer: all stop after the same step. ``device``: where the flag
         tensor lives (the GPU for NCCL)."""
-        return any(flags_by_rank(self.requested, dist, device))
+        self._busy = False  # a step boundary: the model and optimizer state are those of a finished step
+        stop = any(flags_by_rank(self.requested, dist, device))
+        if stop:
+            self._acked.set()
+        return stop
 
 
 class NonFiniteError(FloatingPointError):
@@ -256,6 +367,19 @@ class NonFiniteGuard:
         if dist.enabled:
             msg += f"; seen on rank(s) {', '.join(map(str, ranks))} (this is rank {dist.rank})"
         return msg
+
+
+def emergency_saver(save: Callable[[], object], saved: dict, state) -> Callable[[], str]:
+    """The ``on_stuck`` callback of an engine: ``save()`` when ``state.step`` (the last finished
+    step) is not ``saved["step"]`` (the last checkpoint), and say what happened."""
+
+    def on_stuck() -> str:
+        if saved.get("step") == state.step:
+            return f"step {state.step} was already saved"
+        save()
+        return f"saved step {state.step}: {saved.get('path')}"
+
+    return on_stuck
 
 
 def ignore_preemption_signals(worker_id: int | None = None) -> None:

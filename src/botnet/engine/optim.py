@@ -14,13 +14,33 @@ __all__ = ["WarmupMultiStep", "param_groups", "build_sgd", "build_optimizer", "W
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: normalization parameters without weight decay (as the TF ResNet code the paper
-    builds on), everything else with it."""
-    norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+    """Two groups, ``[{"params": decayed, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0}]``,
+    with the rule of the TF code the paper trained with:
+
+    - classifiers (tensorflow/tpu ``models/official/resnet/resnet_main.py`` 384-387): every
+      parameter but the normalization ones;
+    - detectors (a torchvision ``GeneralizedRCNN``; the Cloud TPU detection code,
+      ``configs/base_config.py`` ``REGULARIZATION_VAR_REGEX = '.*(kernel|weight):0$'``): only the
+      variables TF names ``kernel`` or ``weight``, i.e. the weights of convolutions and linear
+      layers; not biases, not BatchNorm's gamma / beta, and not the BoT layers' parameters: the
+      authors' gist (paper A.1) names its q / k / v projections ``w`` and its relative-position
+      tables ``r_height`` / ``r_width``, which that pattern does not match (docs/detection.md).
+    """
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+    from ..layers import MHSA2d
+
+    if isinstance(model, GeneralizedRCNN):
+        gist_ids = {id(p) for m in model.modules() if isinstance(m, MHSA2d) for p in m.parameters()}
+        layers = (nn.modules.conv._ConvNd, nn.Linear)
+        decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, layers) and m.weight is not None} - gist_ids
+    else:
+        norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+        decay_ids = {id(p) for p in model.parameters()} - norm_ids
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if id(p) in norm_ids else decay).append(p)
+            (decay if id(p) in decay_ids else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

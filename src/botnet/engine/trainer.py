@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from ..config import config_to_dict, save_config
 from .checkpoint import CheckpointManager, rng_state, save_atomic
 from .distributed import DistInfo, barrier
-from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, ignore_preemption_signals
+from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, emergency_saver, ignore_preemption_signals
 from .loop import find_resume, launch, open_run_folder, restore, stop_for_preemption, wrap
 from .metrics import MetricsLogger, get_logger
 from .sampler import GlobalBatchSampler, SeededDataset, shard_indices
@@ -116,6 +116,7 @@ class Trainer:
         self._build_data(ckpt, path)
         self._build_model(ckpt)
         self.saved = {"step": ckpt["step"] if ckpt is not None else None, "path": path}
+        self.preempt.on_stuck = emergency_saver(self.save, self.saved, self.state)  # a SIGTERM while blocked: save, exit
         self.logger = MetricsLogger(self.out, enabled=dist.is_main)
         if dist.is_main:
             open_run_folder(self.out, self.manager, self.logger, self.state.step if ckpt is not None else None, self.log)

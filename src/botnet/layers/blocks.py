@@ -17,12 +17,15 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from .checks import check_even
 from .mhsa import MHSA2d
+from .mhsa_qk import MHSA2dQK
 from .squeeze_excite import SEModule
 
-__all__ = ["Bottleneck", "BoTBlock", "make_downsample"]
+__all__ = ["Bottleneck", "BoTBlock", "make_downsample", "check_even"]
 
 Layer = Callable[..., nn.Module]
+torch.fx.wrap("check_even")  # a leaf of traced graphs where this module calls it
 
 
 def make_downsample(in_chs: int, out_chs: int, stride: int, norm_layer: Layer) -> nn.Module | None:
@@ -37,8 +40,8 @@ class _Residual(nn.Module):
 
     expansion = 4
 
-    def _init_tail(self, planes, in_chs, stride, se, act_layer, norm_layer, drop_path):
-        out_chs = planes * self.expansion
+    def _init_tail(self, planes, in_chs, stride, se, act_layer, norm_layer, drop_path, out_chs=None):
+        out_chs = out_chs or planes * self.expansion
         self.conv3 = nn.Conv2d(planes, out_chs, 1, bias=False)
         self.bn3 = norm_layer(out_chs)
         self.se = SEModule(out_chs, act_layer=act_layer) if se else None
@@ -69,8 +72,12 @@ class Bottleneck(_Residual):
         stride_in_1x1: put the stride on conv1 (ResNet v1, as in the original MSRA models and
             detectron2's ``STRIDE_IN_1X1``); v1.5 (torchvision, the paper's Tables 1 and 14) otherwise.
         drop_path: stochastic-depth (DropConnect) probability of the residual branch.
+        out_chs: output channels (default 4 * planes; timm's ResNet-T family: any).
+        groups: groups of the 3x3 conv (ResNeXt-style; planes must be divisible by it).
+        mid_attn: channel attention on the 3x3 conv's output (``mid_attn(planes)``, kept as
+            ``mid_se``: SE / ECA placed as in timm's ``BottleneckBlock``).
 
-    Shapes: (B, in_chs, H, W) -> (B, 4*planes, H/stride, W/stride).
+    Shapes: (B, in_chs, H, W) -> (B, out_chs, H/stride, W/stride).
     """
 
     def __init__(
@@ -83,20 +90,26 @@ class Bottleneck(_Residual):
         norm_layer: Layer = nn.BatchNorm2d,
         drop_path: float = 0.0,
         stride_in_1x1: bool = False,
+        out_chs: int | None = None,
+        groups: int = 1,
+        mid_attn: Layer | None = None,
     ):
         super().__init__()
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_chs, planes, 1, stride=s1, bias=False)
         self.bn1 = norm_layer(planes)
         self.act1 = act_layer()
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=s3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=s3, padding=1, groups=groups, bias=False)
         self.bn2 = norm_layer(planes)
         self.act2 = act_layer()
-        self._init_tail(planes, in_chs, stride, se, act_layer, norm_layer, drop_path)
+        self.mid_se = mid_attn(planes) if mid_attn is not None else None
+        self._init_tail(planes, in_chs, stride, se, act_layer, norm_layer, drop_path, out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.bn1(self.conv1(x)))
         y = self.act2(self.bn2(self.conv2(y)))
+        if self.mid_se is not None:
+            y = self.mid_se(y)
         return self._tail(y, x)
 
 
@@ -112,8 +125,10 @@ class BoTBlock(_Residual):
         num_heads, pos_enc, content: passed to ``MHSA2d``.
         se: SE module after bn3 (the text of the paper keeps SE out of BoT blocks; its Table 14
             parameter counts include it, see docs/paper-fidelity.md).
+        out_chs: output channels (default 4 * planes).
+        qk_head_dim: narrower query/key heads (``MHSA2dQK``; timm's ``dim_head``); None: planes / heads.
 
-    Shapes: (B, in_chs, H, W) -> (B, 4*planes, H/stride, W/stride); H, W divisible by stride.
+    Shapes: (B, in_chs, H, W) -> (B, out_chs, H/stride, W/stride); H, W divisible by stride.
     """
 
     def __init__(
@@ -129,6 +144,8 @@ class BoTBlock(_Residual):
         act_layer: Layer = nn.ReLU,
         norm_layer: Layer = nn.BatchNorm2d,
         drop_path: float = 0.0,
+        out_chs: int | None = None,
+        qk_head_dim: int | None = None,
     ):
         super().__init__()
         if stride not in (1, 2):
@@ -137,15 +154,19 @@ class BoTBlock(_Residual):
         self.bn1 = norm_layer(planes)
         self.act1 = act_layer()
         self.stride = stride
-        self.attn = MHSA2d(planes, num_heads=num_heads, feat_size=feat_size, pos_enc=pos_enc, content=content)
+        attn_opts = dict(num_heads=num_heads, feat_size=feat_size, pos_enc=pos_enc, content=content)
+        if qk_head_dim is None:
+            self.attn = MHSA2d(planes, **attn_opts)
+        else:
+            self.attn = MHSA2dQK(planes, qk_head_dim=qk_head_dim, **attn_opts)
         self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
         self.bn2 = norm_layer(planes)
         self.act2 = act_layer()
-        self._init_tail(planes, in_chs, stride, se, act_layer, norm_layer, drop_path)
+        self._init_tail(planes, in_chs, stride, se, act_layer, norm_layer, drop_path, out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 2 and (x.shape[-2] % 2 or x.shape[-1] % 2):
-            raise ValueError(f"a stride-2 BoTBlock needs an even input height and width, got {x.shape[-2]}x{x.shape[-1]}")
+        if self.stride == 2 and not torch.jit.is_scripting():
+            x = check_even(x)
         y = self.act1(self.bn1(self.conv1(x)))
         y = self.act2(self.bn2(self.pool(self.attn(y))))
         return self._tail(y, x)

@@ -19,7 +19,13 @@ part (W), so they never need an N x N table of offsets. Four exact kernels compu
   ``C`` operand, softmax and its backward run in place, and the largest temporary is one block;
 - ``sdpa_bias``: ``scaled_dot_product_attention`` with the position logits as an additive mask;
 - ``sdpa_fold``: the position terms folded into q and k, [q, row, col] . [k, onehot(k), onehot(l)],
-  so ``scaled_dot_product_attention`` runs without a mask and picks its fused kernels.
+  so ``scaled_dot_product_attention`` runs without a mask; q, k and v are zero-padded to one head
+  size that is a multiple of 8, so its fused (flash / memory-efficient) kernels are eligible
+  (``botnet.layers.fused_attn``).
+
+A candidate fifth kernel, ``flex`` (``CANDIDATE_KERNELS``), runs ``flex_attention`` with a
+``score_mod`` adding the row and column logits; it is fused under ``torch.compile`` and, in torch
+2.14, has no backward on CPU, so ``auto`` never picks it.
 
 ``kernel="auto"`` (the default) takes ``chunked`` on CPU, where it measured fastest from 14x14 to
 64x64 in training and inference on our 2-core machine (docs/benchmarks.md), and ``sdpa_fold`` on
@@ -38,12 +44,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .chunked_attn import chunked_attention
+from .fused_attn import axis_onehots, flex_attention_rel, fold_attention
 from .pos_embed import AbsPosEmb2d, RelPosEmb2d
 
-__all__ = ["MHSA2d", "POS_ENCODINGS", "KERNELS", "use_kernel"]
+__all__ = ["MHSA2d", "POS_ENCODINGS", "KERNELS", "CANDIDATE_KERNELS", "use_kernel"]
 
 POS_ENCODINGS = ("relative", "absolute", "none")
 KERNELS = ("auto", "reference", "chunked", "sdpa_bias", "sdpa_fold")
+# accepted by MHSA2d and use_kernel, never picked by "auto": flex has no backward on CPU in torch 2.14
+CANDIDATE_KERNELS = ("flex",)
+_ALL_KERNELS = KERNELS + CANDIDATE_KERNELS
 _forced_kernel: str | None = None
 
 
@@ -51,8 +61,8 @@ _forced_kernel: str | None = None
 def use_kernel(name: str):
     """Run every MHSA2d inside the block with kernel ``name`` (one of KERNELS)."""
     global _forced_kernel
-    if name not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {name!r}")
+    if name not in _ALL_KERNELS:
+        raise ValueError(f"kernel must be one of {_ALL_KERNELS}, got {name!r}")
     previous, _forced_kernel = _forced_kernel, name
     try:
         yield
@@ -60,11 +70,7 @@ def use_kernel(name: str):
         _forced_kernel = previous
 
 
-def _onehots(h: int, w: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column one-hots of the H*W keys in row-major order: (N, H), (N, W)."""
-    rows = torch.arange(h, device=device).repeat_interleave(w)
-    cols = torch.arange(w, device=device).repeat(h)
-    return F.one_hot(rows, h).to(dtype), F.one_hot(cols, w).to(dtype)
+_onehots = axis_onehots  # the name botnet.bench.mhsa imports
 
 
 class MHSA2d(nn.Module):
@@ -79,7 +85,8 @@ class MHSA2d(nn.Module):
         content: include the content logits q k^T. ``content=False`` with ``pos_enc="relative"`` is
             Table 4's "qr only" ablation; the key projection is then not built at all.
         qkv_bias: bias in the q/k/v projection (False in the paper).
-        kernel: "auto", "reference", "chunked", "sdpa_bias" or "sdpa_fold" (see the module docstring).
+        kernel: "auto", "reference", "chunked", "sdpa_bias", "sdpa_fold" or the candidate "flex"
+            (see the module docstring).
 
     Shapes: input (B, C, H, W) -> output (B, C, H, W).
     """
@@ -95,8 +102,8 @@ class MHSA2d(nn.Module):
         kernel: str = "auto",
     ):
         super().__init__()
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if kernel not in _ALL_KERNELS:
+            raise ValueError(f"kernel must be one of {_ALL_KERNELS}, got {kernel!r}")
         self.kernel = kernel
         if pos_enc not in POS_ENCODINGS:
             raise ValueError(f"pos_enc must be one of {POS_ENCODINGS}, got {pos_enc!r}")
@@ -202,14 +209,12 @@ class MHSA2d(nn.Module):
         if kernel == "sdpa_bias" and k is not None:
             bias = self.pos(q, (h, w)) if self.pos is not None else None  # (B, heads, N, N), q's dtype
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
-        else:  # sdpa_fold (also sdpa_bias without content logits, which has no q k^T to add a bias to)
-            qs, ks = ([q], [k]) if k is not None else ([], [])
-            if self.pos is not None:
-                row, col = self.pos.axis_logits(q, (h, w))
-                oh_h, oh_w = _onehots(h, w, q.device, q.dtype)
-                qs += [row, col]
-                ks += [oh_h.expand(b, self.num_heads, -1, -1), oh_w.expand(b, self.num_heads, -1, -1)]
-            out = F.scaled_dot_product_attention(torch.cat(qs, -1), torch.cat(ks, -1), v, scale=1.0)
+        else:  # sdpa_fold and flex (and sdpa_bias without content logits: no q k^T to add a bias to)
+            row, col = self.pos.axis_logits(q, (h, w)) if self.pos is not None else (None, None)
+            if kernel == "flex":
+                out = flex_attention_rel(q, k, v, row, col)
+            else:
+                out = fold_attention(q, k, v, row, col)
         return out.transpose(-1, -2).reshape(b, c, h, w)
 
     def extra_repr(self) -> str:

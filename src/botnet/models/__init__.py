@@ -1,6 +1,7 @@
 """Model zoo: architecture configs, the ResNet-family network and the registry."""
 
 from . import botnet as _entrypoints  # noqa: F401  (registers the models)
+from . import timm_botnets as _timm_botnets  # noqa: F401  (registers timm's BoTNet family)
 from ._builder import create_model
 from ._registry import is_model, list_models, model_entrypoint, register_model
 from ._timm import install as _register_with_timm

@@ -28,6 +28,8 @@ import sys
 import warnings
 from functools import partial
 
+from .timm_cfg import TIMM_OWN_NAMES, finish_timm_model, register_fx_leaves, timm_pretrained_cfg
+
 __all__ = ["TIMM_PREFIX", "timm_name", "register_timm_models", "install"]
 
 TIMM_PREFIX = "botnet_"
@@ -37,7 +39,7 @@ _registered: dict[str, str | None] = {}  # our name -> timm name (None: skipped,
 
 def timm_name(name: str) -> str:
     """The name of our model ``name`` in timm's registry."""
-    return name if name.startswith("botnet") else TIMM_PREFIX + name
+    return name if name.startswith("botnet") and name not in TIMM_OWN_NAMES else TIMM_PREFIX + name
 
 
 def _default_cfg(fn) -> dict:
@@ -46,7 +48,8 @@ def _default_cfg(fn) -> dict:
     p = inspect.signature(fn).parameters.get("img_size")
     size = p.default if p is not None and isinstance(p.default, int) else 224
     return dict(url="", num_classes=1000, input_size=(3, size, size), crop_pct=0.875, interpolation="bilinear",
-                mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv="conv1", classifier="fc", license="apache-2.0")
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv="conv1", classifier="fc", license="apache-2.0",
+                pool_size=(-(-size // 32),) * 2)
 
 
 def _build_ours(our_name: str, **kwargs):
@@ -65,7 +68,10 @@ def _timm_entry(our_name: str, name: str, pretrained: bool = False, **kwargs):
 
             raise ValueError(f"timm.create_model({name!r}, pretrained=True): {NO_WEIGHTS_MESSAGE} (with timm: "
                              "checkpoint_path=PATH, or pretrained=True with pretrained_cfg_overlay=dict(file=PATH))")
-    return build_model_with_cfg(partial(_build_ours, our_name), name, pretrained, **kwargs)
+    from .convert import timm_filter_fn
+
+    model = build_model_with_cfg(partial(_build_ours, our_name), name, pretrained, pretrained_filter_fn=timm_filter_fn, **kwargs)
+    return finish_timm_model(model)
 
 
 def _make_entry(ours: str, name: str, doc: str | None):
@@ -87,6 +93,7 @@ def register_timm_models() -> dict[str, str]:
     from ._registry import list_models, model_entrypoint
 
     module = sys.modules[__name__]
+    register_fx_leaves()
     for ours in list_models():
         if ours in _registered:
             continue
@@ -97,7 +104,7 @@ def register_timm_models() -> dict[str, str]:
             continue
         entry = model_entrypoint(ours)
         entry_fn = _make_entry(ours, name, entry.__doc__)
-        default_cfgs[name] = _default_cfg(entry)
+        default_cfgs[name] = {**_default_cfg(entry), **timm_pretrained_cfg(ours)}
         setattr(module, name, entry_fn)
         timm.models.register_model(entry_fn)
         _registered[ours] = name

@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..layers import BoTBlock, Bottleneck, MHSA2d, NonLocal2d, POS_ENCODINGS
+from ..layers import BoTBlock, Bottleneck, NonLocal2d, POS_ENCODINGS
+from .staged import StagedNet
 
 __all__ = ["NetCfg", "ResNet", "build_model"]
 
@@ -104,12 +105,7 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _nearest_multiples(n: int, m: int) -> list[int]:
-    lo = max(m, n // m * m)
-    return sorted({lo, lo + m} - {n})
-
-
-class ResNet(nn.Module):
+class ResNet(StagedNet):
     """ResNet-family classifier with the timm model contract.
 
     Args:
@@ -123,6 +119,7 @@ class ResNet(nn.Module):
         act_layer, norm_layer: callables building the activation / normalization (e.g. nn.SiLU,
             torchvision.ops.FrozenBatchNorm2d); ``act_layer`` overrides ``cfg.act``.
         zero_init_last: zero-initialise the last BN of every residual branch.
+        global_pool: "avg", or "" (with num_classes=0: forward returns the unpooled c5 map).
 
     Shapes: forward (B, in_chans, H, W) -> (B, num_classes);
         forward_features -> (B, 2048, H/s, W/s) with s = 32 (16 for c5_stride=1).
@@ -139,6 +136,7 @@ class ResNet(nn.Module):
         act_layer: Callable[..., nn.Module] | None = None,
         norm_layer: Callable[..., nn.Module] | None = None,
         zero_init_last: bool = True,
+        global_pool: str = "avg",
     ):
         super().__init__()
         act_layer = act_layer or _ACTS[cfg.act]
@@ -190,10 +188,8 @@ class ResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"layer{i + 1}"))
 
-        self.num_features = in_chs
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.final_features = nn.Identity()
+        self.init_head(in_chs, num_classes, drop_rate, global_pool)
         self.init_weights(zero_init_last)
 
     @staticmethod
@@ -209,75 +205,13 @@ class ResNet(nn.Module):
                 divisor = total
         return divisor
 
-    def check_input_size(self, size: tuple[int, int]) -> None:
-        """Raise ValueError naming the sizes that work when (H, W) cannot."""
-        h, w = size
-        d = self.size_divisor
-        if h < 1 or w < 1 or h % d or w % d:
-            hint = " or ".join(
-                f"{name} {', '.join(map(str, _nearest_multiples(v, d)))}" for name, v in (("H", h), ("W", w)) if v < 1 or v % d
-            )
-            raise ValueError(
-                f"input size {h}x{w} does not work for this model: H and W must be multiples of {d} "
-                f"(its stride-2 BoT block pools the attention output 2x2); nearest that work: {hint}"
-            )
-
-    def init_weights(self, zero_init_last: bool = True) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if isinstance(m, (MHSA2d, NonLocal2d)):
-                m.reset_parameters()
-            elif zero_init_last and isinstance(m, (Bottleneck, BoTBlock)):
-                m.zero_init_last()
-
-    @torch.jit.unused
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"expected input of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
-        self.check_input_size(tuple(x.shape[-2:]))
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
+    def run_stem(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, 64, H/4, W/4)."""
-        if not torch.jit.is_scripting():  # the readable errors; TorchScript (detectors) skips them
-            self._check_input(x)
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, num_features, H/s, W/s)."""
-        x = self.stem(x)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def forward_pyramid(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The c2..c5 maps for detection: {"c2": (B, 256, H/4, W/4), ..., "c5": (B, 2048, H/s, W/s)}."""
-        c2 = self.layer1(self.stem(x))
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        return {"c2": c2, "c3": c3, "c4": c4, "c5": self.layer4(c4)}  # stage by stage: TorchScript has no getattr
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """(B, num_features, h, w) -> (B, num_classes), or the pooled (B, num_features) features."""
-        x = self.head_drop(self.global_pool(x).flatten(1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-
-_CTOR_KEYS = {"num_classes", "in_chans", "img_size", "drop_rate", "drop_path_rate", "act_layer", "norm_layer", "zero_init_last"}
+_CTOR_KEYS = {"num_classes", "in_chans", "img_size", "drop_rate", "drop_path_rate", "act_layer", "norm_layer", "zero_init_last",
+              "global_pool"}
 
 
 def build_model(cfg: NetCfg, img_size: int | tuple[int, int] = 224, **kwargs) -> ResNet:
