@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from botnet.engine.distributed import DistInfo, DistributedError, comm_failures_as_errors, flags_by_rank, is_comm_failure
-from botnet.engine.faults import (NonFiniteError, NonFiniteGuard, PreemptionHandler, drop_torn_jsonl_tail,
+from botnet.engine.metrics import drop_torn_jsonl_tail
+from botnet.engine.faults import (NonFiniteError, NonFiniteGuard, PreemptionHandler,
                                   ignore_preemption_signals, nonfinite_tensors)
 
 DETECTION_TERMS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg")

@@ -12,7 +12,6 @@
   stops the run with ``NonFiniteError`` naming the step and the value of every loss term.
 - ``ignore_preemption_signals``: a DataLoader ``worker_init_fn`` so that a signal sent to the whole
   process group does not kill the workers before the main process has saved.
-- ``drop_torn_jsonl_tail``: repairs an append-only JSONL log whose last line a kill cut short.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -35,7 +33,7 @@ from .distributed import DistInfo, flags_by_rank
 
 __all__ = [
     "PREEMPT_SIGNALS", "STOP_SIGNALS", "PreemptionHandler", "emergency_saver", "NonFiniteError", "NonFiniteGuard", "nonfinite_tensors",
-    "ignore_preemption_signals", "drop_torn_jsonl_tail",
+    "ignore_preemption_signals",
 ]
 
 log = logging.getLogger("botnet")
@@ -390,17 +388,3 @@ def ignore_preemption_signals(worker_id: int | None = None) -> None:
     still exit when the main process shuts them down or dies."""
     for s in _signals(PREEMPT_SIGNALS):
         signal.signal(s, signal.SIG_IGN)
-
-
-def drop_torn_jsonl_tail(path) -> bool:
-    """Cut a JSONL file back to its last complete line (a kill can leave half a line).
-    Returns True when something was removed."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return False
-    keep = data[: data.rfind(b"\n") + 1]
-    path.write_bytes(keep)
-    return True

@@ -15,8 +15,8 @@ from torch import nn
 
 from .checkpoint import CheckpointManager, load_checkpoint, set_rng_state
 from .distributed import DistInfo, barrier, cleanup, comm_failures_as_errors, init_distributed
-from .faults import NonFiniteGuard, PreemptionHandler, drop_torn_jsonl_tail
-from .metrics import MetricsLogger
+from .faults import NonFiniteGuard, PreemptionHandler
+from .metrics import MetricsLogger, drop_torn_jsonl_tail
 
 __all__ = ["resolve_device", "find_resume", "open_run_folder", "optimizer_step", "launch", "restore", "wrap", "empty_micro_batch_error",
            "stop_for_preemption"]

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["MetricsLogger", "plot_curves", "read_jsonl", "get_logger"]
+__all__ = ["MetricsLogger", "plot_curves", "read_jsonl", "get_logger", "drop_torn_jsonl_tail"]
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -113,3 +113,17 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path, title: str = "", 
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return Path(out_png)
+
+
+def drop_torn_jsonl_tail(path) -> bool:
+    """Cut a JSONL file back to its last complete line (a kill can leave half a line).
+    Returns True when something was removed."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data[: data.rfind(b"\n") + 1]
+    path.write_bytes(keep)
+    return True
