@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from botnet.bench.models import ModelSpec, make_train_step
-from botnet.bench.report import machine_info, write_doc
-from botnet.bench.timing import interleaved, summarize
-from botnet.layers import MHSA2d, use_kernel
-from botnet.layers.fused_attn import fold_attention
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
+from suite.models import ModelSpec, make_train_step  # noqa: E402
+from suite.report import machine_info, write_doc  # noqa: E402
+from suite.timing import interleaved, summarize  # noqa: E402
+from botnet.layers import MHSA2d, use_kernel  # noqa: E402
+from botnet.layers.fused_attn import fold_attention  # noqa: E402
 
 KERNELS = ("reference", "chunked", "sdpa_bias", "sdpa_fold", "flex")
 CASES = ((8, 14), (1, 32), (1, 64))  # BoT50 c5 at 224 (batch 8), at 512 and 1024

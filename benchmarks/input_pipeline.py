@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     body = render(rows, nv, args.gpu_images_per_s, cmd)
     print(body)
     if not args.no_doc:
-        from botnet.bench.report import write_doc
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
+        from suite.report import write_doc
 
         write_doc(DOC, {BLOCK: body})
     return 0

@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     body = render(res, cmd)
     print(body)
     if not args.no_doc:
-        from botnet.bench.report import write_doc
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
+        from suite.report import write_doc
 
         write_doc(DOC, {BLOCK: body})
     return 0 if res["recovered"] == res["cycles"] else 1

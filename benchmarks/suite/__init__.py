@@ -1,7 +1,7 @@
 """Benchmarks of BoTNet (arXiv:2101.11605): the MHSA layer against timm and lucidrains, whole-model
 train steps (Tables 1 and 14), and the docs/benchmarks.md writer.
 
-Parts (``run_parts``; ``botnet bench PART ...``; ``benchmarks/run.py``):
+Parts (``run_parts``; ``python benchmarks/run.py PART ...``):
 
 - ``mhsa``: the layer alone at 8x14², 1x32², 1x64² (512 channels, 4 heads), ours with every kernel
   against the two public implementations, same weights, timed interleaved in one process;

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from botnet.layers import KERNELS, MHSA2d, use_kernel
-from botnet.layers.mhsa import _onehots  # the kernel's own one-hot helper, to time the same math
+from botnet.layers.fused_attn import axis_onehots  # the kernel's own one-hot helper, to time the same math
 from .timing import MIB, interleaved, peak_memory, summarize
 from .spawn import run_in_subprocess
 
@@ -117,7 +117,7 @@ class FoldPadV(nn.Module):
         b, c, h, w = x.shape
         q, k, v = m.split_heads(x)
         row, col = m.pos.axis_logits(q, (h, w))
-        oh_h, oh_w = _onehots(h, w, q.device, q.dtype)
+        oh_h, oh_w = axis_onehots(h, w, q.device, q.dtype)
         qs = torch.cat([q, row, col], -1)
         ks = torch.cat([k, oh_h.expand(b, m.num_heads, -1, -1), oh_w.expand(b, m.num_heads, -1, -1)], -1)
         vp = F.pad(v, (0, qs.shape[-1] - v.shape[-1]))

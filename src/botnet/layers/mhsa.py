@@ -70,7 +70,6 @@ def use_kernel(name: str):
         _forced_kernel = previous
 
 
-_onehots = axis_onehots  # the name botnet.bench.mhsa imports
 
 
 class MHSA2d(nn.Module):
