@@ -13,7 +13,6 @@ import re
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -89,13 +88,13 @@ if nan_steps and rank_ok:  # a poisoned batch at these steps (one forward per st
 
     classify.create_model = create
 from botnet.cli import main
+from runs import end_all, free_port, step_losses
 sys.exit(main(sys.argv[1:]))
 """
 
 def _errors(err: str) -> str:
     """stderr without the log lines (HH:MM:SS LEVEL ...): what the CLI itself printed."""
     return "\n".join(line for line in err.splitlines() if not re.match(r"^\d\d:\d\d:\d\d [A-Z]+ ", line))
-
 
 
 def _args(out, data, *overrides):
@@ -112,22 +111,12 @@ def _runner(tmp_path):
     return str(path)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _steps(out):
-    return [(r["step"], r["loss"]) for r in read_jsonl(Path(out) / "metrics.jsonl") if r["kind"] == "step"]
-
-
 def _final_eval(out):
     return [r for r in read_jsonl(Path(out) / "metrics.jsonl") if r["kind"] == "eval"][-1]
 
 
 def _assert_same_run(out, reference):
-    steps, ev = _steps(out), _final_eval(out)
+    steps, ev = step_losses(out), _final_eval(out)
     ref_steps, ref_ev = reference
     assert [s for s, _ in steps] == [s for s, _ in ref_steps] == list(range(1, 16))
     assert [l for _, l in steps] == pytest.approx([l for _, l in ref_steps], rel=1e-6, abs=1e-7)
@@ -155,7 +144,7 @@ def reference(tiny_data, tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     assert [s for s, _ in CheckpointManager(out).checkpoints()] == [15, 12]
-    return _steps(out), _final_eval(out)
+    return step_losses(out), _final_eval(out)
 
 
 # ---------------------------------------------------------------------------------------- kill
@@ -197,7 +186,7 @@ def test_preemption_signal_checkpoints_at_step_boundary_and_exits_0(sig, workers
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while not (out / "metrics.jsonl").exists() or not _steps(out) or _steps(out)[-1][0] < 2:
+        while not (out / "metrics.jsonl").exists() or not step_losses(out) or step_losses(out)[-1][0] < 2:
             assert p.poll() is None and time.monotonic() < deadline, "the run never reached step 2"
             time.sleep(0.02)
         t0 = time.monotonic()
@@ -212,7 +201,7 @@ def test_preemption_signal_checkpoints_at_step_boundary_and_exits_0(sig, workers
     res = json.loads(stdout.strip().splitlines()[-1])
     assert res["preempted"] is True and res["signal"] == sig and 2 <= res["step"] < 15
     assert f"stopped by {sig} after step {res['step']}" in stderr and "--resume auto" in stderr
-    assert _steps(out)[-1][0] == res["step"]  # stopped at the step boundary after the signal
+    assert step_losses(out)[-1][0] == res["step"]  # stopped at the step boundary after the signal
     ck = load_checkpoint(out / "last.pt")
     assert ck["step"] == res["step"] and Path(res["checkpoint"]) == out / f"ckpt_{res['step']:08d}.pt"
     assert read_jsonl(out / "metrics.jsonl")[-1]["kind"] == "preempted"
@@ -336,7 +325,7 @@ def test_preemption_under_ddp_stops_every_rank_at_the_same_step(tiny_data, tmp_p
     """Only rank 1 gets SIGTERM; the flag is all-reduced at each step boundary, so both ranks stop
     after the same step, rank 0 saves, torchrun exits 0."""
     out = tmp_path / "ddp"
-    cmd = [*_torchrun(_free_port()), _runner(tmp_path), *_args(out, tiny_data, *DDP)]
+    cmd = [*_torchrun(free_port()), _runner(tmp_path), *_args(out, tiny_data, *DDP)]
     r = subprocess.run(cmd, env=_env(FAULT_RANK=1, FAULT_TERM_AT_STEP=4), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     results = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
@@ -350,7 +339,7 @@ def test_nonfinite_verdict_under_ddp_is_agreed_by_every_rank(tiny_data, tmp_path
     ranks after DDP's all-reduce. Both ranks skip step 3 (budget 1) and both stop at step 6: no
     rank is left waiting in a collective."""
     out = tmp_path / "ddp"
-    cmd = [*_torchrun(_free_port()), _runner(tmp_path), *_args(out, tiny_data, *DDP, "run.max_nonfinite_skips=1")]
+    cmd = [*_torchrun(free_port()), _runner(tmp_path), *_args(out, tiny_data, *DDP, "run.max_nonfinite_skips=1")]
     t0 = time.monotonic()
     r = subprocess.run(cmd, env=_env(FAULT_RANK=1, FAULT_NAN_AT_STEPS="3,6"), capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and time.monotonic() - t0 < 120
@@ -365,19 +354,19 @@ def test_nonfinite_verdict_under_ddp_is_agreed_by_every_rank(tiny_data, tmp_path
 
 def test_a_killed_rank_makes_torchrun_fail_fast(tiny_data, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [*_torchrun(_free_port()), _runner(tmp_path), *_args(out, tiny_data, *DDP)]
+    cmd = [*_torchrun(free_port()), _runner(tmp_path), *_args(out, tiny_data, *DDP)]
     t0 = time.monotonic()
     r = subprocess.run(cmd, env=_env(FAULT_RANK=1, FAULT_KILL_AT_STEP=3), capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert time.monotonic() - t0 < 120  # start-up (~10 s here) + 3 steps + detection, not a hang
-    assert max(s for s, _ in _steps(out)) < 15
+    assert max(s for s, _ in step_losses(out)) < 15
 
 
 def test_a_hung_rank_makes_the_others_exit_after_the_timeout(tiny_data, tmp_path):
     """No torchrun watching: rank 1 freezes (SIGSTOP) after step 3; rank 0 blocks in the next
     collective, gives up after run.dist_timeout_s and exits 1 with a one-line error."""
     out = tmp_path / "ddp"
-    port = _free_port()
+    port = free_port()
     timeout_s = 5
     procs = []
     for rank in (0, 1):
@@ -395,10 +384,7 @@ def test_a_hung_rank_makes_the_others_exit_after_the_timeout(tiny_data, tmp_path
         _, err = procs[0].communicate(timeout=timeout_s + 60)
         elapsed = time.monotonic() - t0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.communicate()
+        end_all(procs)
     assert procs[0].returncode == 1, err[-3000:]
     assert elapsed < timeout_s + 30
     line = err.strip().splitlines()[-1]

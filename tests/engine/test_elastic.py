@@ -11,7 +11,6 @@
 import datetime
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,14 +41,9 @@ def log(self, rec):
         os.kill(os.getpid(), signal.SIGSTOP)
 metrics.MetricsLogger.log = log
 from botnet.cli import main
+from runs import end_all, free_port
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra):
@@ -61,10 +55,10 @@ def _env(**extra):
 def test_a_stale_address_in_the_agent_store_is_not_used(monkeypatch):
     """The previous round's rank 0 published its store; it is dead now. Rank 1 of the new round
     must wait for the new rank 0's store instead of connecting to the dead address."""
-    port = _free_port()
+    port = free_port()
     agent = dist.TCPStore("127.0.0.1", port, 2, is_master=True, wait_for_workers=False,
                           timeout=datetime.timedelta(seconds=10))
-    agent.set(STORE_KEY, f"127.0.0.1:{_free_port()}:deadbeef")  # a dead address: connection refused
+    agent.set(STORE_KEY, f"127.0.0.1:{free_port()}:deadbeef")  # a dead address: connection refused
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(port))
     stores = {}
@@ -101,7 +95,7 @@ def _train_args(out, data, *extra):
 
 def test_a_rank_that_cannot_join_exits_with_one_line(tiny_data, tmp_path):
     """Under torchrun's agent store, rank 1 alone (its rank 0 never starts): exit 1 after the join bound."""
-    port = _free_port()
+    port = free_port()
     agent = dist.TCPStore("127.0.0.1", port, 2, is_master=True, wait_for_workers=False)
     env = _env(RANK=1, LOCAL_RANK=1, WORLD_SIZE=2, MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
                TORCHELASTIC_USE_AGENT_STORE="True", BOTNET_DIST_JOIN_TIMEOUT_S=3)
@@ -118,7 +112,7 @@ def test_a_rank_that_cannot_join_exits_with_one_line(tiny_data, tmp_path):
 
 def test_sigterm_while_joining_ends_the_process_within_seconds(tiny_data, tmp_path):
     """Blocked in the join (rank 0 never comes, a long join bound): SIGTERM ends it in seconds."""
-    port = _free_port()
+    port = free_port()
     agent = dist.TCPStore("127.0.0.1", port, 2, is_master=True, wait_for_workers=False)
     env = _env(RANK=1, LOCAL_RANK=1, WORLD_SIZE=2, MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
                TORCHELASTIC_USE_AGENT_STORE="True", BOTNET_DIST_JOIN_TIMEOUT_S=300)
@@ -144,7 +138,7 @@ def test_sigterm_while_joining_ends_the_process_within_seconds(tiny_data, tmp_pa
 def test_sigterm_in_a_hung_collective_saves_the_last_step_and_exits(tiny_data, tmp_path):
     """Rank 1 freezes after step 3; rank 0 blocks in the next collective (timeout 300 s). SIGTERM to
     rank 0: it saves step 3 (the last checkpoint was step 2) and exits within seconds."""
-    out, port = tmp_path / "run", _free_port()
+    out, port = tmp_path / "run", free_port()
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
     procs = []
@@ -163,10 +157,7 @@ def test_sigterm_in_a_hung_collective_saves_the_last_step_and_exits(tiny_data, t
         _, err = procs[0].communicate(timeout=60)
         elapsed = time.monotonic() - t0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.communicate()
+        end_all(procs)
     assert procs[0].returncode == 128 + signal.SIGTERM, err[-3000:]
     assert elapsed < 20
     assert "botnet: stopping on SIGTERM: no step boundary came within 5 s" in err and "saved step 3" in err

@@ -3,28 +3,17 @@ c10d rendezvous on 127.0.0.1 and train with the same losses, step by step, as on
 the same global batch (docs/training.md, "Multi-node launches")."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from botnet.engine.metrics import read_jsonl
+from runs import free_port, step_losses
 
 REPO = Path(__file__).parents[2]
 TINY = ["model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16", "optim.micro_batch=8",
         "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1", "optim.epochs=2", "optim.lr=0.01"]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _steps(out):
-    return [(r["step"], r["loss"]) for r in read_jsonl(Path(out) / "metrics.jsonl") if r["kind"] == "step"]
 
 
 def test_two_nodes_match_one_process(tiny_data, tmp_path):
@@ -36,7 +25,7 @@ def test_two_nodes_match_one_process(tiny_data, tmp_path):
     r1 = subprocess.run([sys.executable, *train, "--output", str(one)], env=env, capture_output=True, text=True,
                         timeout=600)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                                 "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
                                 "--rdzv-id", "multinode-test", *train, "--output", str(two)],
@@ -53,6 +42,6 @@ def test_two_nodes_match_one_process(tiny_data, tmp_path):
         assert a.returncode == 0, err[-3000:]
     assert "8 per device x 2 devices x 1 accumulation" in outs[0][1] + outs[1][1]
     assert "8 per device x 1 devices x 2 accumulation" in r1.stderr
-    a, b = _steps(one), _steps(two)
+    a, b = step_losses(one), step_losses(two)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 11))
     assert [l for _, l in b] == pytest.approx([l for _, l in a], rel=1e-5)

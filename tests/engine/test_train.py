@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import yaml
 
 from botnet.cli import main
 from botnet.engine.metrics import read_jsonl
+from runs import free_port, step_losses
 
 REPO = Path(__file__).parents[2]
 RECIPES = sorted(REPO.joinpath("configs").glob("*.yaml"))
@@ -26,16 +26,6 @@ def _train(out, data, *overrides, resume=None, config=REPO / "configs/demo.yaml"
     if resume:
         args += ["--resume", resume]
     return main(args)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
-def _steps(out):
-    return [(r["step"], r["loss"]) for r in read_jsonl(Path(out) / "metrics.jsonl") if r["kind"] == "step"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -61,7 +51,7 @@ def test_outputs_resume_exactly_and_eval(tiny_data, tmp_path, capsys):
     assert _train(part, tiny_data, *TINY, "optim.epochs=2", "run.max_steps=7") == 0
     assert torch.load(part / "last.pt", weights_only=False)["step_in_epoch"] == 2
     assert _train(part, tiny_data, *TINY, "optim.epochs=2", resume="auto") == 0
-    a, b = _steps(full), _steps(part)
+    a, b = step_losses(full), step_losses(part)
     assert [s for s, _ in a] == list(range(1, 11)) == [s for s, _ in b]
     assert [l for _, l in b] == pytest.approx([l for _, l in a], rel=1e-6, abs=1e-7)
     ev_a = [r for r in read_jsonl(full / "metrics.jsonl") if r["kind"] == "eval"][-1]
@@ -73,9 +63,9 @@ def test_outputs_resume_exactly_and_eval(tiny_data, tmp_path, capsys):
     assert any((full / "tb").iterdir())
     # --resume auto on a finished run adds nothing; on an empty folder it starts a new run
     assert _train(full, tiny_data, *TINY, "optim.epochs=2", resume="auto") == 0
-    assert _steps(full) == a
+    assert step_losses(full) == a
     assert _train(tmp_path / "fresh", tiny_data, *TINY, "run.max_steps=1", resume="auto") == 0
-    assert _steps(tmp_path / "fresh")[0][0] == 1
+    assert step_losses(tmp_path / "fresh")[0][0] == 1
     # a second run into the same folder without --resume is refused
     assert _train(full, tiny_data, *TINY) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -122,19 +112,19 @@ def test_two_processes_match_one_with_accumulation(tiny_data, tmp_path, regulari
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = subprocess.run([sys.executable, *base, "--output", str(one)], env=env, capture_output=True, text=True, timeout=600)
     assert r1.returncode == 0, r1.stderr[-3000:]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", _free_port()]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
     r2 = subprocess.run([*launcher, *base, "--output", str(two)], env=env, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "8 per device x 2 devices x 1 accumulation" in r2.stderr
     assert "8 per device x 1 devices x 2 accumulation" in r1.stderr
-    a, b = _steps(one), _steps(two)
+    a, b = step_losses(one), step_losses(two)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 11))
     assert [l for _, l in b] == pytest.approx([l for _, l in a], rel=1e-5)
     if regularised:  # the masks matter: the same run without them has another curve
         plain = tmp_path / "plain"
         cmd = [sys.executable, *base[:-2], "--output", str(plain)]
         assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600).returncode == 0
-        assert [l for _, l in _steps(plain)] != pytest.approx([l for _, l in a], rel=1e-3)
+        assert [l for _, l in step_losses(plain)] != pytest.approx([l for _, l in a], rel=1e-3)
 
 
 def test_overrides_anywhere_on_the_line(tiny_data, tmp_path):
@@ -167,7 +157,7 @@ def test_corrupt_images_are_skipped_and_counted(tiny_data, tmp_path, caplog):
 
 def test_sync_bn_on_cpu_is_refused_early(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", _free_port(),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "botnet", "train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(tmp_path / "s"),
            "--data", tiny_data, *TINY, "model.sync_bn=true", "optim.micro_batch=8"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -186,6 +176,6 @@ def test_torch_compile(tiny_data, tmp_path):
     eager, comp = tmp_path / "eager", tmp_path / "comp"
     assert _train(eager, tiny_data, *TINY, "run.max_steps=2") == 0
     assert _train(comp, tiny_data, *TINY, "run.max_steps=2", "model.compile=true") == 0
-    assert [l for _, l in _steps(comp)] == pytest.approx([l for _, l in _steps(eager)], rel=1e-3)
+    assert [l for _, l in step_losses(comp)] == pytest.approx([l for _, l in step_losses(eager)], rel=1e-3)
     ev = [r for r in read_jsonl(comp / "metrics.jsonl") if r["kind"] == "eval"][-1]
     assert ev["count"] == 40

@@ -170,17 +170,8 @@ class ResNet(StagedNet):
                 if kind == "nl":
                     blocks.append(NonLocal2d(in_chs, norm_layer=norm_layer))
                     continue
-                common = dict(se=cfg.se_stages[i], act_layer=act_layer, norm_layer=norm_layer, drop_path=dp)
-                if kind == "bot":
-                    common["se"] = cfg.se_stages[i] and cfg.se_attn
-                    blocks.append(
-                        BoTBlock(
-                            in_chs, planes, stride, feat_size=feat, num_heads=cfg.num_heads,
-                            pos_enc=cfg.pos_enc, content=cfg.content, **common,
-                        )
-                    )
-                else:
-                    blocks.append(Bottleneck(in_chs, planes, stride, stride_in_1x1=cfg.stride_in_1x1, **common))
+                common = dict(act_layer=act_layer, norm_layer=norm_layer, drop_path=dp)
+                blocks.append(self._block(cfg, i, kind, in_chs, planes, stride, feat, common))
                 in_chs = planes * 4
                 feat = (-(-feat[0] // stride), -(-feat[1] // stride))
                 idx += 1
@@ -191,6 +182,16 @@ class ResNet(StagedNet):
         self.final_features = nn.Identity()
         self.init_head(in_chs, num_classes, drop_rate, global_pool)
         self.init_weights(zero_init_last)
+
+    @staticmethod
+    def _block(cfg: NetCfg, stage: int, kind: str, in_chs: int, planes: int, stride: int,
+               feat: tuple[int, int], common: dict) -> nn.Module:
+        """One residual block of stage ``stage`` (0-3): a BoT block (MHSA at ``feat``, its input map
+        size) for kind "bot", else a bottleneck; output width ``planes * 4``."""
+        if kind == "bot":
+            return BoTBlock(in_chs, planes, stride, feat_size=feat, num_heads=cfg.num_heads, pos_enc=cfg.pos_enc,
+                            content=cfg.content, se=cfg.se_stages[stage] and cfg.se_attn, **common)
+        return Bottleneck(in_chs, planes, stride, stride_in_1x1=cfg.stride_in_1x1, se=cfg.se_stages[stage], **common)
 
     @staticmethod
     def _size_divisor(cfg: NetCfg) -> int:

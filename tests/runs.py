@@ -1,0 +1,29 @@
+"""Helpers the tests that launch training processes share: a free TCP port on 127.0.0.1, a run's
+per-step losses from its metrics log, and ending every process a test started."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+from botnet.engine.metrics import read_jsonl
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def step_losses(out) -> list[tuple[int, float]]:
+    """[(step, loss)] of the "step" records in ``out/metrics.jsonl``."""
+    return [(r["step"], r["loss"]) for r in read_jsonl(Path(out) / "metrics.jsonl") if r["kind"] == "step"]
+
+
+def end_all(procs: list[subprocess.Popen]) -> None:
+    """Kill whichever of ``procs`` still runs and reap them all (their pipes closed)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
