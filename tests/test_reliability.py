@@ -26,6 +26,7 @@ from botnet.cli import main
 from botnet.engine.checkpoint import CheckpointManager, load_checkpoint
 from botnet.engine.faults import nonfinite_tensors
 from botnet.engine.metrics import read_jsonl
+from runs import end_all, free_port, step_losses
 
 REPO = Path(__file__).parents[1]
 DEMO = REPO / "configs/demo.yaml"
@@ -88,7 +89,6 @@ if nan_steps and rank_ok:  # a poisoned batch at these steps (one forward per st
 
     classify.create_model = create
 from botnet.cli import main
-from runs import end_all, free_port, step_losses
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from botnet.engine.checkpoint import load_checkpoint
 from botnet.engine.distributed import STORE_KEY, fresh_round_store, join_timeout
 from botnet.engine.faults import PreemptionHandler, emergency_saver
+from runs import end_all, free_port
 
 REPO = Path(__file__).parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -41,7 +42,6 @@ def log(self, rec):
         os.kill(os.getpid(), signal.SIGSTOP)
 metrics.MetricsLogger.log = log
 from botnet.cli import main
-from runs import end_all, free_port
 sys.exit(main(sys.argv[1:]))
 """
 
