@@ -164,7 +164,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, verify: bool
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # truncated or not a torch file
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {e})") from None
+        why = " ".join(str(e).split())[:200].encode("ascii", "replace").decode()  # one printable line of the reason
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {why})") from None
 
 
 class CheckpointManager:
