@@ -1,8 +1,10 @@
-"""Helpers the tests that launch training processes share: a free TCP port on 127.0.0.1, a run's
-per-step losses from its metrics log, and ending every process a test started."""
+"""Helpers the tests that launch training processes or the CLI share: a free TCP port on 127.0.0.1,
+a run's per-step losses from its metrics log, ending every process a test started, and what the CLI
+itself wrote to stderr (without the run logger's lines)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -27,3 +29,10 @@ def end_all(procs: list[subprocess.Popen]) -> None:
         if p.poll() is None:
             p.kill()
         p.communicate()
+
+
+def cli_errors(err: str) -> str:
+    """``err`` without the run logger's lines (``HH:MM:SS LEVEL ...``), joined by newlines: what the
+    CLI itself printed. The logger's lines come and go with the test order (it writes to stderr once
+    any test has given it its handler)."""
+    return "\n".join(line for line in err.splitlines() if not re.match(r"\d\d:\d\d:\d\d [A-Z]+ ", line))

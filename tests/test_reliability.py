@@ -9,7 +9,6 @@ environment variables), so the fault hits a chosen step of an unmodified engine.
 
 import json
 import os
-import re
 import random
 import shutil
 import signal
@@ -26,7 +25,7 @@ from botnet.cli import main
 from botnet.engine.checkpoint import CheckpointManager, load_checkpoint
 from botnet.engine.faults import nonfinite_tensors
 from botnet.engine.metrics import read_jsonl
-from runs import end_all, free_port, step_losses
+from runs import cli_errors, end_all, free_port, step_losses
 
 REPO = Path(__file__).parents[1]
 DEMO = REPO / "configs/demo.yaml"
@@ -91,10 +90,6 @@ if nan_steps and rank_ok:  # a poisoned batch at these steps (one forward per st
 from botnet.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-
-def _errors(err: str) -> str:
-    """stderr without the log lines (HH:MM:SS LEVEL ...): what the CLI itself printed."""
-    return "\n".join(line for line in err.splitlines() if not re.match(r"^\d\d:\d\d:\d\d [A-Z]+ ", line))
 
 
 def _args(out, data, *overrides):
@@ -240,7 +235,7 @@ def test_nan_loss_stops_naming_step_and_terms_and_keeps_last_good_checkpoint(ref
     out = tmp_path / "run"
     _poison(monkeypatch, {8})
     assert main(_args(out, tiny_data, *COMMON)) == 1
-    err = _errors(capsys.readouterr().err).strip()
+    err = cli_errors(capsys.readouterr().err).strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("botnet train: non-finite loss at step 8 (epoch 1): loss terms loss=nan; no skipped steps "
                           "allowed (run.max_nonfinite_skips=0); stopped without saving: the last good checkpoint is ")
@@ -298,7 +293,7 @@ def test_damaged_checkpoint_is_refused_and_auto_resume_falls_back(reference, tin
     newest.write_bytes(bytes(data))  # in place: last.pt, a hard link to it, is damaged too
     capsys.readouterr()
     assert main(_args(out, tiny_data, *COMMON) + ["--resume", str(newest)]) == 2
-    err = _errors(capsys.readouterr().err)
+    err = cli_errors(capsys.readouterr().err)
     assert err.startswith("botnet train: checkpoint") and "ckpt_00000009.pt" in err and "is corrupt" in err
     assert main(["eval", "--checkpoint", str(newest)]) == 2
     assert "is corrupt" in capsys.readouterr().err
@@ -486,7 +481,7 @@ def test_bad_input_is_one_line_exit_2_before_any_work(case, tiny_data, tiny_run,
     config = str(tmp_path / "missing.yaml") if case == "missing config" else str(DEMO)
     before = sorted(p.name for p in out.iterdir()) if out.exists() else []
     rc = main(["train", "--config", config, "--output", str(out), *extra])
-    err = _errors(capsys.readouterr().err)
+    err = cli_errors(capsys.readouterr().err)
     assert rc == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("botnet train: ") and "Traceback" not in err
     assert expected in err
@@ -499,5 +494,5 @@ def test_eval_of_bad_checkpoints(tiny_run, tmp_path, capsys):
     for path, expected in [(tmp_path / "junk.pt", "cannot be read"), (tmp_path / "tensor.pt", "is not a classification"),
                            (tmp_path / "missing.pt", "not found")]:
         assert main(["eval", "--checkpoint", str(path)]) == 2
-        err = _errors(capsys.readouterr().err)
+        err = cli_errors(capsys.readouterr().err)
         assert len(err.strip().splitlines()) == 1 and expected in err

@@ -1,6 +1,7 @@
 """Checkpoint files: atomic, checksummed, verified on load, rotated by step, newest valid found."""
 
 import os
+import random
 import subprocess
 import sys
 import zipfile
@@ -160,3 +161,16 @@ def test_resuming_from_an_older_step_retires_newer_files(tmp_path):
     m.save(_ckpt(7), 7)  # rotation counts only the new run's files
     assert [s for s, _ in m.checkpoints()] == [7, 5, 3] and m.latest_valid()[1]["step"] == 7
     assert m.retire_newer(7) == []
+
+
+def test_an_unreadable_file_is_named_in_one_printable_line(tmp_path):
+    """torch.load's reason for random bytes can span lines or carry the bytes themselves (these: the
+    unpickler's two-line message); the error quotes it as one printable line."""
+    p = tmp_path / "junk.pt"
+    p.write_bytes(random.Random(103).randbytes(3000))
+    with pytest.raises(Exception) as raw:
+        torch.load(p, weights_only=False)
+    assert "\n" in str(raw.value)  # the case this test is about
+    with pytest.raises(CheckpointError, match="junk.pt' cannot be read") as e:
+        load_checkpoint(p)
+    assert str(e.value).isprintable() and len(str(e.value).splitlines()) == 1

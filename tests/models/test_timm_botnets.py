@@ -5,8 +5,6 @@ The reference is timm itself (``timm.create_model(name, pretrained=False)``: bui
 weight and BN statistic randomised: timm zero-inits the last BN of each block, so a comparison with
 its default init would pass with every residual branch switched off."""
 
-import re
-
 import numpy as np
 import pytest
 import torch
@@ -18,6 +16,7 @@ from botnet.counter import profile_model
 from botnet.data.transforms import build_eval_transform
 from botnet.models.hub import PretrainedNotFound
 from botnet.models.weights import read_state_dict
+from runs import cli_errors
 
 timm = pytest.importorskip("timm")
 
@@ -26,12 +25,6 @@ NAMES = ["botnet26t_256", "sebotnet33ts_256", "eca_botnext26ts_256", "botnet50ts
 # results-imagenet.csv (eca_botnext26ts_256: 10.59M, no benchmark row)
 TIMM_COUNTS = {"botnet26t_256": (12.49e6, 3.32e9), "sebotnet33ts_256": (13.70e6, 3.89e9),
                "eca_botnext26ts_256": (10.59e6, None), "botnet50ts_256": (22.74e6, 5.54e9)}
-
-
-def _not_logged(err: str) -> str:
-    """stderr without the run logger's INFO lines (``HH:MM:SS INFO ...``; the logger gets its handler
-    from whichever test used it first, so they come and go with the test order)."""
-    return "".join(line for line in err.splitlines(keepends=True) if not re.match(r"\d\d:\d\d:\d\d INFO ", line))
 
 
 def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -146,8 +139,8 @@ def test_pretrained_true_offline_from_the_caches(tmp_path, monkeypatch, timm_fil
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "eca_botnext26ts_c_256-95a898f6.pth") in msg
     capsys.readouterr()
     assert cli_main(["eval", "--model", "eca_botnext26ts_256", "--data", str(tmp_path)]) == 2
-    err = _not_logged(capsys.readouterr().err)
-    assert err.count("\n") == 1 and "Traceback" not in err and "pretrained=PATH" in err
+    err = cli_errors(capsys.readouterr().err)
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "pretrained=PATH" in err
     # the torch hub cache (timm's URL file name)
     ckpt = tmp_path / "torch" / "hub" / "checkpoints" / "eca_botnext26ts_c_256-95a898f6.pth"
     ckpt.parent.mkdir(parents=True)
@@ -204,8 +197,8 @@ def test_eval_on_an_image_folder(tmp_path, timm_files, capsys):
     assert res["crop_pct"] == 0.95 and res["published_top1"] == 79.256
     assert cli_main(["eval", "--model", "botnet26t_256", "--weights", str(small), "--data", str(tmp_path),
                             "--workers", "0"]) == 2  # the 1000-class model and 2 class folders: one clear line
-    err = _not_logged(capsys.readouterr().err)
-    assert "2 class folders" in err and err.count("\n") == 1
+    err = cli_errors(capsys.readouterr().err)
+    assert "2 class folders" in err and len(err.splitlines()) == 1
 
 
 def test_converted_backbone_in_a_detector(timm_files):

@@ -164,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, verify: bool
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # truncated or not a torch file
-        why = " ".join(str(e).split())[:200].encode("ascii", "replace").decode()  # one printable line of the reason
+        why = " ".join("".join(c if c.isprintable() else " " for c in str(e)).split())[:200]  # one printable line
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {why})") from None
 
 

@@ -70,8 +70,6 @@ def use_kernel(name: str):
         _forced_kernel = previous
 
 
-
-
 class MHSA2d(nn.Module):
     """All2all multi-head self-attention with split 2D position encodings.
 
