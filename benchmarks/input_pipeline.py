@@ -16,10 +16,7 @@ JPEGs at quality 90 (ImageNet's median size), so that decoding costs what an Ima
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +28,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
+from suite.report import machine_info, write_doc  # noqa: E402
+from suite.timing import interleaved, summarize  # noqa: E402
+
 BLOCK = "input-pipeline:cuda" if torch.cuda.is_available() else "input-pipeline:cpu"
 
 
@@ -70,22 +71,32 @@ def _sources(root: Path, shards: Path):
             "shards (wids)": lambda i: sharded.raw(i)["jpg"]}, len(folder)
 
 
-def measure(root: Path, shards: Path, img_size: int = 224, seed: int = 0) -> list[dict]:
-    """images/s of every (source, decoder) pair, one thread, each image once after a warm-up."""
+def measure(root: Path, shards: Path, img_size: int = 224, seed: int = 0, repeats: int = 5) -> list[dict]:
+    """images/s of every (source, decoder) pair on one thread: ``repeats`` passes over all images each,
+    the pairs interleaved pass by pass (suite.timing.interleaved) so a change of machine load hits
+    them alike; each row has the median, the slowest and fastest pass, and its ratio to the
+    ImageFolder + PIL row (what `botnet train` does on an ImageFolder)."""
     torch.set_num_threads(1)
     sources, n = _sources(root, shards)
-    rows = []
+    passes = {}
     for sname, read in sources.items():
         for dname, run in _pipelines(img_size).items():
-            torch.manual_seed(seed)
-            for i in range(min(8, n)):  # warm-up: page cache, shard index, lazy imports
-                run(read(i))
-            t0 = time.perf_counter()
-            for i in range(n):
-                out = run(read(i))
-            dt = time.perf_counter() - t0
-            assert out.shape == (3, img_size, img_size)
-            rows.append({"source": sname, "decoder": dname, "images_per_s": n / dt, "images": n})
+            def one_pass(read=read, run=run):
+                torch.manual_seed(seed)
+                for i in range(n):
+                    out = run(read(i))
+                assert out.shape == (3, img_size, img_size)
+            passes[(sname, dname)] = one_pass
+    samples = interleaved(passes, repeats=repeats, warmup=1, device=torch.device("cpu"), max_repeats=repeats)
+    rows = []
+    for (sname, dname), secs in samples.items():
+        st = summarize(secs)
+        rows.append({"source": sname, "decoder": dname, "images": n, "passes": st.runs,
+                     "images_per_s": 1e3 * n / st.median_ms, "slowest": 1e3 * n / st.max_ms,
+                     "fastest": 1e3 * n / st.min_ms})
+    base = rows[0]["images_per_s"]
+    for r in rows:
+        r["ratio"] = r["images_per_s"] / base
     return rows
 
 
@@ -106,16 +117,19 @@ def measure_nvjpeg(root: Path, batch: int = 64) -> dict | None:
     return {"images_per_s": 10 * len(data) / (time.perf_counter() - t0), "batch": len(data)}
 
 
-def render(rows: list[dict], nv: dict | None, gpu_rate: float | None, command: str) -> str:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def render(rows: list[dict], nv: dict | None, gpu_rate: float | None, command: str, machine: dict) -> str:
+    """The table; ``machine`` is suite.report.machine_info's dict."""
     best = max(rows, key=lambda r: r["images_per_s"])
-    lines = [f"Measured {date} on {platform.processor() or platform.machine()} ({os.cpu_count()} cores, one "
-             f"thread per pipeline), torch {torch.__version__}; 1-min load average {os.getloadavg()[0]:.2f} "
-             "(a shared machine: compare the rows, not the absolute rates). Synthetic 500×375 JPEGs (q 90); "
-             "RandomResizedCrop 224 + flip + RandAugment(2, 10) + normalize, as `botnet train` for Table 11.", "",
+    lines = [f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores, one thread per pipeline, "
+             f"1-min load average {machine['load1']:.2f} at the end), torch {machine['torch']}. Synthetic 500×375 "
+             "JPEGs (q 90); RandomResizedCrop 224 + flip + RandAugment(2, 10) + normalize, as `botnet train` for "
+             f"Table 11. {rows[0]['passes']} passes over the {rows[0]['images']} images per row, the rows "
+             "interleaved pass by pass; images/s is the median pass, the range the slowest and fastest.", "",
              f"Command: `{command}`", "",
-             "| source | decoder | images/s per worker | images |", "|---|---|---|---|"]
-    lines += [f"| {r['source']} | {r['decoder']} | {r['images_per_s']:.0f} | {r['images']} |" for r in rows]
+             "| source | decoder | images/s per worker (median) | range | vs ImageFolder + PIL |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['source']} | {r['decoder']} | {r['images_per_s']:.0f} | {r['slowest']:.0f}-{r['fastest']:.0f} "
+              f"| {r['ratio']:.2f} |" for r in rows]
     lines.append("")
     if nv:
         lines.append(f"nvjpeg batched decode on the GPU (decode only, batch {nv['batch']}): {nv['images_per_s']:.0f} images/s.")
@@ -136,11 +150,12 @@ def render(rows: list[dict], nv: dict | None, gpu_rate: float | None, command: s
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=200, help="training images to generate and time (default 200)")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes over the images per row (default 5)")
     p.add_argument("--gpu-images-per-s", type=float, default=None, help="measured training images/s of one GPU")
     p.add_argument("--no-doc", action="store_true")
     args = p.parse_args(argv)
-    if args.images < 10:
-        print("input_pipeline: --images must be >= 10", file=sys.stderr)
+    if args.images < 10 or args.repeats < 1:
+        print("input_pipeline: --images must be >= 10 and --repeats >= 1", file=sys.stderr)
         return 2
     sys.path.insert(0, str(REPO / "src"))
     from botnet.cli import main as botnet
@@ -149,16 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         root = make_images(Path(tmp) / "folder", args.images)
         if botnet(["shards", str(root), "--output", str(Path(tmp) / "shards"), "--no-decode"]) != 0:
             return 1
-        rows = measure(root, Path(tmp) / "shards")
+        rows = measure(root, Path(tmp) / "shards", repeats=args.repeats)
         nv = measure_nvjpeg(root)
     cmd = "python benchmarks/input_pipeline.py" + (f" --images {args.images}" if args.images != 200 else "") + (
+        f" --repeats {args.repeats}" if args.repeats != 5 else "") + (
         f" --gpu-images-per-s {args.gpu_images_per_s:g}" if args.gpu_images_per_s else "")
-    body = render(rows, nv, args.gpu_images_per_s, cmd)
+    body = render(rows, nv, args.gpu_images_per_s, cmd, machine_info(torch.device("cpu")))
     print(body)
     if not args.no_doc:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
-        from suite.report import write_doc
-
         write_doc(DOC, {BLOCK: body})
     return 0
 

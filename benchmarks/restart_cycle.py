@@ -15,10 +15,8 @@ The suite runs a few cycles through ``run_cycles`` (tests/engine/test_elastic.py
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -29,9 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
-BLOCK = "restart-cycle:cpu"
 KEEP = Path(tempfile.gettempdir()) / "restart_cycle_failures"  # the logs of failed cycles are kept here
 RDZV = os.environ.get("CYCLE_RDZV", "static")  # torchrun's default (static, --master-port) or c10d
+BLOCK = "restart-cycle-c10d:cpu" if RDZV == "c10d" else "restart-cycle:cpu"  # one table per rendezvous
 OVERRIDES = ["model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16",
              "optim.micro_batch=8", "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1", "optim.epochs=2",
              "run.ckpt_every_steps=2", "run.keep_checkpoints=2", "run.deterministic=true", "run.dist_timeout_s=30"]
@@ -154,12 +152,10 @@ def run_cycles(n: int, kill_at: int = 3, workdir: str | Path | None = None, log=
             shutil.rmtree(work, ignore_errors=True)
 
 
-def render(res: dict, command: str) -> str:
-    import torch
-
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"Measured {date} on {platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
-             f"torch {torch.__version__}; `torchrun --nproc-per-node 2 --max-restarts 1` (gloo, "
+def render(res: dict, command: str, machine: dict) -> str:
+    """The table; ``machine`` is suite.report.machine_info's dict, taken when the cycles ended."""
+    lines = [f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores, load average "
+             f"{machine['load1']:.1f} at the end), torch {machine['torch']}; `torchrun --nproc-per-node 2 --max-restarts 1` (gloo, "
              + ("c10d rendezvous on 127.0.0.1" if RDZV == "c10d" else "torchrun's default static rendezvous, --master-port")
              + f"), rank 1 SIGKILLed after step {res['kill_at']} of {res['steps']} in the first round.", "",
              f"Command: `{command}`", "",
@@ -182,12 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     res = run_cycles(args.cycles, args.kill_at)
     cmd = ("CYCLE_RDZV=c10d " if RDZV == "c10d" else "") + "python benchmarks/restart_cycle.py" + (f" --cycles {args.cycles}" if args.cycles != 20 else "") + (
         f" --kill-at {args.kill_at}" if args.kill_at != 3 else "")
-    body = render(res, cmd)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
+    from suite.report import machine_info, write_doc
+
+    import torch
+
+    body = render(res, cmd, machine_info(torch.device("cpu")))
     print(body)
     if not args.no_doc:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
-        from suite.report import write_doc
-
         write_doc(DOC, {BLOCK: body})
     return 0 if res["recovered"] == res["cycles"] else 1
 
