@@ -39,7 +39,7 @@ paper: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The README demos run in full, checking the numbers the README states (about 10 minutes).
+# The README demos run in full, checking the numbers the README states (about 22 minutes on 2 cores).
 test-demo: $(STAMP)
 	$(BIN)/python -m pytest -q -m demo
 
