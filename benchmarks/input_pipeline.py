@@ -29,9 +29,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
-from suite.report import machine_info, write_doc  # noqa: E402
+from suite.report import machine_info, measured_on, write_doc  # noqa: E402
 from suite.timing import interleaved, summarize  # noqa: E402
 
+BASELINE = ("ImageFolder", "PIL")  # what `botnet train` does on an ImageFolder; the ratios are to this row
 BLOCK = "input-pipeline:cuda" if torch.cuda.is_available() else "input-pipeline:cpu"
 
 
@@ -94,7 +95,7 @@ def measure(root: Path, shards: Path, img_size: int = 224, seed: int = 0, repeat
         rows.append({"source": sname, "decoder": dname, "images": n, "passes": st.runs,
                      "images_per_s": 1e3 * n / st.median_ms, "slowest": 1e3 * n / st.max_ms,
                      "fastest": 1e3 * n / st.min_ms})
-    base = rows[0]["images_per_s"]
+    base = next(r["images_per_s"] for r in rows if (r["source"], r["decoder"]) == BASELINE)
     for r in rows:
         r["ratio"] = r["images_per_s"] / base
     return rows
@@ -120,9 +121,8 @@ def measure_nvjpeg(root: Path, batch: int = 64) -> dict | None:
 def render(rows: list[dict], nv: dict | None, gpu_rate: float | None, command: str, machine: dict) -> str:
     """The table; ``machine`` is suite.report.machine_info's dict."""
     best = max(rows, key=lambda r: r["images_per_s"])
-    lines = [f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores, one thread per pipeline, "
-             f"1-min load average {machine['load1']:.2f} at the end), torch {machine['torch']}. Synthetic 500×375 "
-             "JPEGs (q 90); RandomResizedCrop 224 + flip + RandAugment(2, 10) + normalize, as `botnet train` for "
+    lines = [measured_on(machine, f"one thread per pipeline, 1-min load average {machine['load1']:.2f} at the end")
+             + ". Synthetic 500×375 JPEGs (q 90); RandomResizedCrop 224 + flip + RandAugment(2, 10) + normalize, as `botnet train` for "
              f"Table 11. {rows[0]['passes']} passes over the {rows[0]['images']} images per row, the rows "
              "interleaved pass by pass; images/s is the median pass, the range the slowest and fastest.", "",
              f"Command: `{command}`", "",
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/input_pipeline.py" + (f" --images {args.images}" if args.images != 200 else "") + (
         f" --repeats {args.repeats}" if args.repeats != 5 else "") + (
         f" --gpu-images-per-s {args.gpu_images_per_s:g}" if args.gpu_images_per_s else "")
-    body = render(rows, nv, args.gpu_images_per_s, cmd, machine_info(torch.device("cpu")))
+    body = render(rows, nv, args.gpu_images_per_s, cmd, machine_info())
     print(body)
     if not args.no_doc:
         write_doc(DOC, {BLOCK: body})

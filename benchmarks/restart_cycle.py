@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
+from suite.report import machine_info, measured_on, write_doc  # noqa: E402
+
 KEEP = Path(tempfile.gettempdir()) / "restart_cycle_failures"  # the logs of failed cycles are kept here
 RDZV = os.environ.get("CYCLE_RDZV", "static")  # torchrun's default (static, --master-port) or c10d
 BLOCK = "restart-cycle-c10d:cpu" if RDZV == "c10d" else "restart-cycle:cpu"  # one table per rendezvous
@@ -154,8 +157,8 @@ def run_cycles(n: int, kill_at: int = 3, workdir: str | Path | None = None, log=
 
 def render(res: dict, command: str, machine: dict) -> str:
     """The table; ``machine`` is suite.report.machine_info's dict, taken when the cycles ended."""
-    lines = [f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores, load average "
-             f"{machine['load1']:.1f} at the end), torch {machine['torch']}; `torchrun --nproc-per-node 2 --max-restarts 1` (gloo, "
+    lines = [measured_on(machine, f"load average {machine['load1']:.1f} at the end")
+             + "; `torchrun --nproc-per-node 2 --max-restarts 1` (gloo, "
              + ("c10d rendezvous on 127.0.0.1" if RDZV == "c10d" else "torchrun's default static rendezvous, --master-port")
              + f"), rank 1 SIGKILLed after step {res['kill_at']} of {res['steps']} in the first round.", "",
              f"Command: `{command}`", "",
@@ -178,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run_cycles(args.cycles, args.kill_at)
     cmd = ("CYCLE_RDZV=c10d " if RDZV == "c10d" else "") + "python benchmarks/restart_cycle.py" + (f" --cycles {args.cycles}" if args.cycles != 20 else "") + (
         f" --kill-at {args.kill_at}" if args.kill_at != 3 else "")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
-    from suite.report import machine_info, write_doc
-
-    import torch
-
-    body = render(res, cmd, machine_info(torch.device("cpu")))
+    body = render(res, cmd, machine_info())
     print(body)
     if not args.no_doc:
         write_doc(DOC, {BLOCK: body})

@@ -1,12 +1,15 @@
 """Helpers the tests that launch training processes or the CLI share: a free TCP port on 127.0.0.1,
-a run's per-step losses from its metrics log, ending every process a test started, and what the CLI
-itself wrote to stderr (without the run logger's lines)."""
+a run's per-step losses from its metrics log, ending every process a test started, what the CLI
+itself wrote to stderr (without the run logger's lines), and a recipe trained in full."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from botnet.engine.metrics import read_jsonl
@@ -36,3 +39,13 @@ def cli_errors(err: str) -> str:
     CLI itself printed. The logger's lines come and go with the test order (it writes to stderr once
     any test has given it its handler)."""
     return "\n".join(line for line in err.splitlines() if not re.match(r"\d\d:\d\d:\d\d [A-Z]+ ", line))
+
+
+def train_recipe(config: Path, tmp_path: Path, timeout: float) -> dict:
+    """``python -m botnet train --config CONFIG`` in full, built-in data generated into a fresh cache
+    under ``tmp_path``; returns the final evaluation (the JSON line the command prints last)."""
+    env = dict(os.environ, BOTNET_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "botnet", "train", "--config", str(config), "--output", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

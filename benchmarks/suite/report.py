@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["machine_info", "render_part", "targets", "write_doc", "markers"]
+__all__ = ["machine_info", "measured_on", "render_part", "targets", "write_doc", "markers"]
 
 
 def _cpu_model() -> str:
@@ -28,7 +28,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: torch.device) -> dict:
+def machine_info(device: torch.device = torch.device("cpu")) -> dict:
     """CPU model, cores, torch version and threads, device name, UTC date, 1-min load average now."""
     info = {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -41,6 +41,13 @@ def machine_info(device: torch.device) -> dict:
         info.update(device="cuda", device_name=f"{torch.cuda.get_device_name(device)} (bf16 autocast)",
                     cuda=torch.version.cuda)
     return info
+
+
+def measured_on(machine: dict, detail: str = "") -> str:
+    """"Measured DATE on CPU (N cores[, detail]), torch V": the first words of a CPU table's header,
+    from ``machine_info``'s dict."""
+    return (f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores"
+            + (f", {detail}" if detail else "") + f"), torch {machine['torch']}")
 
 
 def _f(v, spec: str = ".1f", empty: str = "–") -> str:

@@ -1,12 +1,9 @@
 """The README's classification demo (`make demo`'s training), run as written: its held-out top-1 is pinned."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from runs import train_recipe
 
 REPO = Path(__file__).parents[2]
 # Measured on 2026-12-03 (AMD EPYC, 2 cores) from a clean clone with `make demo` (README, "The demo"):
@@ -22,12 +19,7 @@ TOP5_MARGIN = 4.0
 @pytest.mark.slow
 @pytest.mark.demo
 def test_classification_demo_reaches_the_readme_accuracy(tmp_path):
-    env = dict(os.environ, BOTNET_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "botnet", "train", "--config", str(REPO / "configs/demo.yaml"),
-           "--output", str(tmp_path / "demo")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = train_recipe(REPO / "configs/demo.yaml", tmp_path, timeout=1800)
     assert res["count"] == 1000 and res["epoch"] == 30, res
     assert res["top1"] >= README_TOP1 - TOP1_MARGIN, res
     assert res["top5"] >= README_TOP5 - TOP5_MARGIN, res
