@@ -36,25 +36,32 @@ SAVE_BYTES = 64 << 20  # keep P for the backward when the whole (G, N, N) attent
 
 
 def _softmax_(s: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis, in place on the CPU (the kernel reads each row before writing it)."""
-    if s.device.type == "cpu":
+    """Softmax over the last axis, in place on the CPU (the kernel reads each row before writing it).
+
+    Only a contiguous buffer is overwritten: the out= kernel assumes its rows are dense, and on a
+    permuted buffer it wrote rows over rows it had not read yet (wrong numbers on H x 1 maps)."""
+    if s.device.type == "cpu" and s.is_contiguous():
         return torch.ops.aten._softmax.out(s, -1, False, out=s)
     return torch.softmax(s, -1)
 
 
 def _softmax_backward_(dp: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """dS = P * (dP - sum(dP * P)), written over dP on the CPU."""
-    if dp.device.type == "cpu":
+    """dS = P * (dP - sum(dP * P)), written over dP on the CPU (dense buffers only, as ``_softmax_``)."""
+    if dp.device.type == "cpu" and dp.is_contiguous() and p.is_contiguous():
         return torch.ops.aten._softmax_backward_data.out(dp, p, -1, p.dtype, grad_input=dp)
     return torch._softmax_backward_data(dp, p, -1, p.dtype)
 
 
 def _logits(q, kv, lh, lw, has_k: bool, s: int, e: int) -> torch.Tensor:
-    """Logits of queries s:e over all keys: (G, e - s, N)."""
+    """Logits of queries s:e over all keys: (G, e - s, N), a contiguous buffer."""
     g, _, n = q.shape
     qc = q[:, :, s:e].transpose(1, 2)  # (G, c, d), a strided view
     if lh is not None:
-        logits = (lh[:, s:e, :, None] + lw[:, s:e, None, :]).view(g, e - s, n)
+        # Written into a buffer allocated row-major: a plain broadcast add takes its layout from
+        # its inputs, and with W = 1 (lw of shape (G, N, 1)) that layout came out permuted.
+        logits = q.new_empty((g, e - s, lh.shape[-1], lw.shape[-1]))
+        torch.add(lh[:, s:e, :, None], lw[:, s:e, None, :], out=logits)
+        logits = logits.view(g, e - s, n)
         return logits.baddbmm_(qc, kv[:, 0]) if has_k else logits
     return torch.bmm(qc, kv[:, 0])
 
