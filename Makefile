@@ -19,14 +19,14 @@ venv: $(STAMP)
 # Train botnet_tiny on the built-in shapes data (generated on first use), then evaluate it.
 # Running it again continues an unfinished demo run or just re-evaluates a finished one.
 demo: $(STAMP)
-	$(BIN)/botnet train --config configs/demo.yaml --output runs/demo --resume auto
+	$(BIN)/botnet train --config demo --output runs/demo --resume auto
 	$(BIN)/botnet eval --checkpoint runs/demo/last.pt
 	@echo "curves: runs/demo/curves.png   metrics: runs/demo/metrics.jsonl"
 
 # Train a tiny BoTNet Mask R-CNN on the built-in COCO-format scenes (generated on first use),
 # print its COCO table and draw its predictions on the first validation images.
 det-demo: $(STAMP)
-	$(BIN)/botnet train --config configs/detection/demo.yaml --output runs/det_demo --resume auto
+	$(BIN)/botnet train --config detection/demo --output runs/det_demo --resume auto
 	$(BIN)/botnet eval --checkpoint runs/det_demo/last.pt --output runs/det_demo/eval_final
 	$(BIN)/botnet predict --checkpoint runs/det_demo/last.pt --output runs/det_demo/predictions \
 		$$($(BIN)/python -c "from botnet.data import builtin_coco_root; import glob; print(' '.join(sorted(glob.glob(str(builtin_coco_root() / 'val' / '*.png')))[:8]))")

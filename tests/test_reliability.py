@@ -28,7 +28,7 @@ from botnet.engine.metrics import read_jsonl
 from runs import cli_errors, end_all, free_port, step_losses
 
 REPO = Path(__file__).parents[1]
-DEMO = REPO / "configs/demo.yaml"
+DEMO = "demo"
 TINY = ["model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16",
         "optim.micro_batch=null", "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1"]
 # 80 training images / 16 = 5 steps per epoch, 15 steps; a step checkpoint every 3 steps, 2 kept

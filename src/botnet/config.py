@@ -15,6 +15,8 @@ from typing import Any, Union
 
 import yaml
 
+from .recipes import find_recipe
+
 __all__ = [
     "ConfigError", "ModelConfig", "DataConfig", "OptimConfig", "RunConfig", "TrainConfig",
     "load_config", "recipe_task", "apply_overrides", "in_range", "run_ranges", "optim_ranges", "config_to_dict", "config_from_dict", "save_config", "validate_config",
@@ -163,10 +165,19 @@ def config_from_dict(data: dict, cls: type = TrainConfig):
     return cfg
 
 
+def recipe_file(name_or_path: Union[str, Path]) -> Path:
+    """The file of a recipe given by path or by shipped name (``demo``, ``detection/coco_3x_1024``)."""
+    found = find_recipe(name_or_path)
+    if found is None:
+        raise ConfigError(f"recipe {str(name_or_path)!r} not found: expected a YAML file or a shipped recipe name "
+                          f"(`botnet recipes` lists them, e.g. demo, detection/demo)")
+    return found
+
+
 def _read_yaml(path: Path, seen: tuple = ()) -> dict:
-    """A recipe's mapping; ``base: other.yaml`` (relative to the file) is read first and deep-merged under it."""
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found (expected a YAML recipe, e.g. configs/demo.yaml)")
+    """A recipe's mapping; ``base: other.yaml`` (relative to the file, or a shipped name) is read first
+    and deep-merged under it."""
+    path = recipe_file(path)
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself ({' -> '.join(str(p) for p in seen)})")
     try:
@@ -178,7 +189,8 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
-    return _merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), data)
+    relative = path.parent / str(base)
+    return _merge(_read_yaml(relative if relative.is_file() else Path(str(base)), seen + (path.resolve(),)), data)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -206,7 +218,7 @@ def load_config(path: Union[str, Path, None], cls: type = TrainConfig):
     ``base: FILE`` key names a recipe (relative path) whose values this one overrides."""
     if path is None:
         return cls()
-    path = Path(path)
+    path = recipe_file(path)
     data = _read_yaml(path)
     data["name"] = data.get("name") or path.stem
     return config_from_dict(data, cls)

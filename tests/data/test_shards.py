@@ -89,7 +89,7 @@ def test_global_batches_and_resume_on_shards(shards):
 
 
 def _train(out, data, *extra):
-    cmd = [sys.executable, "-m", "botnet", "train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(out),
+    cmd = [sys.executable, "-m", "botnet", "train", "--config", str("demo"), "--output", str(out),
            "--data", data, "model.name=botnet_tiny", "data.img_size=32", "data.workers=2", "optim.batch_size=16",
            "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1", "optim.epochs=2", "run.deterministic=true",
            "run.ckpt_every_steps=2", *extra]

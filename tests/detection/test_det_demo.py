@@ -16,7 +16,7 @@ MARGIN = 7.0  # AP points: other CPUs and thread counts change float summation o
 @pytest.mark.slow
 @pytest.mark.demo
 def test_detection_demo_reaches_the_readme_ap(tmp_path):
-    res = train_recipe(REPO / "configs/detection/demo.yaml", tmp_path, timeout=1500)
+    res = train_recipe("detection/demo", tmp_path, timeout=1500)
     assert res["count"] == 200
     assert res["segm_AP50"] >= README_SEGM_AP50 - MARGIN, res
     assert res["bbox_AP50"] >= README_BBOX_AP50 - MARGIN, res

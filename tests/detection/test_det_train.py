@@ -10,7 +10,7 @@ from botnet.cli import main
 from botnet.engine.metrics import read_jsonl
 
 REPO = Path(__file__).parents[2]
-DEMO = REPO / "configs/detection/demo.yaml"
+DEMO = "detection/demo"
 # 16 training scenes of 64x64, batches of 4 -> 4 steps per epoch
 TINY = ["data.builtin_train=16", "data.builtin_val=6", "data.builtin_img_size=64", "data.img_size=64", "data.workers=0",
         "optim.batch_size=4", "optim.warmup_steps=2", "optim.milestones=[5]", "run.log_every=1", "run.ckpt_every_steps=2",
@@ -100,7 +100,7 @@ def test_setup_errors_are_one_line(det_cache, tmp_path, capsys):
             assert not out.exists()
 
 
-@pytest.mark.parametrize("recipe", sorted(REPO.joinpath("configs/detection").glob("coco_*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", sorted(REPO.joinpath("src/botnet/recipes/detection").glob("coco_*.yaml")), ids=lambda p: p.stem)
 def test_paper_recipes_load(recipe):
     from botnet.config import load_config
     from botnet.detection.config import DetTrainConfig

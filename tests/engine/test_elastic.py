@@ -87,7 +87,7 @@ def test_join_timeout_reads_the_environment(monkeypatch):
 
 
 def _train_args(out, data, *extra):
-    return ["train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(out), "--data", str(data),
+    return ["train", "--config", str("demo"), "--output", str(out), "--data", str(data),
             "model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16",
             "optim.micro_batch=8", "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1", "optim.epochs=2",
             *extra]

@@ -20,7 +20,7 @@ def test_two_nodes_match_one_process(tiny_data, tmp_path):
     """2 agents x 1 worker x micro-batch 8 vs 1 process x 2 accumulation steps of 8 (global batch 16),
     single-threaded on both sides so that the float reductions run in the same order."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    train = ["-m", "botnet", "train", "--config", str(REPO / "configs/demo.yaml"), "--data", tiny_data, *TINY]
+    train = ["-m", "botnet", "train", "--config", str("demo"), "--data", tiny_data, *TINY]
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = subprocess.run([sys.executable, *train, "--output", str(one)], env=env, capture_output=True, text=True,
                         timeout=600)

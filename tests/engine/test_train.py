@@ -21,7 +21,7 @@ TINY = ["model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.b
         "optim.micro_batch=null", "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1"]
 
 
-def _train(out, data, *overrides, resume=None, config=REPO / "configs/demo.yaml"):
+def _train(out, data, *overrides, resume=None, config="demo"):
     args = ["train", "--config", str(config), "--output", str(out), "--data", data, *overrides]
     if resume:
         args += ["--resume", resume]
@@ -87,7 +87,7 @@ def test_eval_cli_matches_training_eval(tiny_data, tmp_path, capsys):
 def test_bad_input_is_refused_before_work(tiny_data, tmp_path, capsys):
     assert _train(tmp_path / "x", tiny_data, "optim.lrr=1") == 2
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
-    assert main(["train", "--config", str(REPO / "configs/demo.yaml"), "--data", str(tmp_path / "nope")]) == 2
+    assert main(["train", "--config", str("demo"), "--data", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
     assert _train(tmp_path / "x", tiny_data, "model.name=botnet5O") == 2
     assert "did you mean" in capsys.readouterr().err
@@ -108,7 +108,7 @@ def test_two_processes_match_one_with_accumulation(tiny_data, tmp_path, regulari
     if regularised:
         common += ["model.drop_path_rate=0.2", "model.drop_rate=0.5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    base = ["-m", "botnet", "train", "--config", str(REPO / "configs/demo.yaml"), "--data", tiny_data, *common]
+    base = ["-m", "botnet", "train", "--config", str("demo"), "--data", tiny_data, *common]
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = subprocess.run([sys.executable, *base, "--output", str(one)], env=env, capture_output=True, text=True, timeout=600)
     assert r1.returncode == 0, r1.stderr[-3000:]
@@ -130,13 +130,13 @@ def test_two_processes_match_one_with_accumulation(tiny_data, tmp_path, regulari
 def test_overrides_anywhere_on_the_line(tiny_data, tmp_path):
     """KEY=VALUE after the options (argparse alone says "unrecognized arguments" there)."""
     out = tmp_path / "o"
-    rc = main(["train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(out), *TINY[:2], "--data", tiny_data,
+    rc = main(["train", "--config", str("demo"), "--output", str(out), *TINY[:2], "--data", tiny_data,
                *TINY[2:], "run.max_steps=1", "optim.lr=0.1"])
     assert rc == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["optim"]["lr"] == 0.1 and cfg["run"]["max_steps"] == 1 and cfg["model"]["name"] == "botnet_tiny"
     with pytest.raises(SystemExit):  # anything else left over is still an error
-        main(["train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(out), "--nosuchflag"])
+        main(["train", "--config", str("demo"), "--output", str(out), "--nosuchflag"])
 
 
 def test_corrupt_images_are_skipped_and_counted(tiny_data, tmp_path, caplog):
@@ -158,7 +158,7 @@ def test_corrupt_images_are_skipped_and_counted(tiny_data, tmp_path, caplog):
 def test_sync_bn_on_cpu_is_refused_early(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "botnet", "train", "--config", str(REPO / "configs/demo.yaml"), "--output", str(tmp_path / "s"),
+           "-m", "botnet", "train", "--config", str("demo"), "--output", str(tmp_path / "s"),
            "--data", tiny_data, *TINY, "model.sync_bn=true", "optim.micro_batch=8"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "model.sync_bn needs GPUs" in r.stderr

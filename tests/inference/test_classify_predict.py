@@ -122,7 +122,7 @@ def test_real_training_checkpoint(tiny_data, tmp_path, capsys):
     """A checkpoint written by `botnet train` (1 step, with EMA) predicts, with and without --ema."""
     from pathlib import Path
 
-    rc = main(["train", "--config", str(Path(__file__).parents[2] / "configs/demo.yaml"), "--output", str(tmp_path / "r"),
+    rc = main(["train", "--config", "demo", "--output", str(tmp_path / "r"),
                "--data", tiny_data, "model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16",
                "run.max_steps=1", "run.ema=true", "run.amp=none"])
     assert rc == 0

@@ -52,7 +52,7 @@ def test_tables_of_another_resolution_load():
 
 def test_train_logs_what_was_loaded(tv_r50_file, tiny_data, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="botnet")
-    rc = main(["train", "--config", "configs/table10_canonical.yaml", "--output", str(tmp_path / "r"), "--data", tiny_data,
+    rc = main(["train", "--config", "table10_canonical", "--output", str(tmp_path / "r"), "--data", tiny_data,
                "--set", f"model.pretrained={tv_r50_file}", "data.img_size=64", "data.workers=0", "optim.batch_size=8",
                "run.max_steps=1", "run.amp=none"])
     assert rc == 0

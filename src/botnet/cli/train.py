@@ -17,7 +17,7 @@ __all__ = ["register", "add_run_arguments", "load_run_config", "run_training"]
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options of a training command: --config, --data, --output, --set, --resume, KEY=VALUE..."""
     p.add_argument("--config", required=True,
-                   help="YAML recipe, e.g. configs/demo.yaml or configs/detection/demo.yaml (its 'task' says which)")
+                   help="YAML recipe, a shipped recipe name (`botnet recipes`: demo, table14_t7, detection/coco_3x_1024) or a YAML file (its 'task' says which)")
     p.add_argument("--data", default=None, help="dataset root (default: the recipe's): ROOT/{train,val}/<class>/* for "
                                                 "classification, ROOT/<split>/ + ROOT/annotations/instances_<split>.json "
                                                 "for detection")
