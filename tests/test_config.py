@@ -9,7 +9,10 @@ import yaml
 from botnet.config import (ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config,
                            validate_config)
 
-RECIPES = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+from botnet.recipes import RECIPE_DIR, find_recipe, recipe_names
+
+RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))
+assert RECIPES, f"no recipes found in {RECIPE_DIR}"
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -106,8 +109,9 @@ def test_recipes_name_their_task(tmp_path, capsys):
     from botnet.config import recipe_task
     from botnet.detection.config import DetTrainConfig
 
-    configs = Path(__file__).parents[1] / "configs"
+    configs = RECIPE_DIR
     assert recipe_task(configs / "demo.yaml") == "classification"
+    assert recipe_task("demo") == "classification" and recipe_task("detection/demo") == "detection"
     for path in sorted(configs.joinpath("detection").glob("*.yaml")):  # base_coco.yaml passes it on
         assert recipe_task(path) == "detection", path
         cfg = load_config(path, DetTrainConfig)
@@ -122,3 +126,19 @@ def test_recipes_name_their_task(tmp_path, capsys):
     bad.write_text("task: [1]\n")
     with pytest.raises(ConfigError, match="expected a task name"):
         recipe_task(bad)
+
+
+def test_recipes_by_name_and_by_path(tmp_path, monkeypatch):
+    names = recipe_names()
+    assert {"demo", "table14_t7", "detection/demo", "detection/coco_3x_1024"} <= set(names)
+    for name in names:
+        assert find_recipe(name) == RECIPE_DIR / f"{name}.yaml" == find_recipe(name + ".yaml")
+    assert load_config("table14_t7").name == "table14_t7"
+    # a file given by path wins over a shipped name, and its 'base' may name a shipped recipe
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo.yaml").write_text("base: table14_t7\nname: mine\noptim: {lr: 0.3}\n")
+    cfg = load_config("demo.yaml")
+    assert (cfg.name, cfg.optim.lr, cfg.model.name) == ("mine", 0.3, "botnet_t7")
+    for bad in ("nope", "../demo", "/etc/passwd.yaml"):
+        with pytest.raises(ConfigError, match="not found: expected a YAML file or a shipped recipe name"):
+            load_config(bad)

@@ -12,10 +12,11 @@ import yaml
 
 from botnet.cli import main
 from botnet.engine.metrics import read_jsonl
+from botnet.recipes import RECIPE_DIR
 from runs import free_port, step_losses
 
 REPO = Path(__file__).parents[2]
-RECIPES = sorted(REPO.joinpath("configs").glob("*.yaml"))
+RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))
 # tiny everything: 80 training images, batches of 16 -> 5 steps per epoch
 TINY = ["model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16",
         "optim.micro_batch=null", "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1"]
