@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo det-demo test test-demo venv paper clean
+.PHONY: demo det-demo test test-demo fuzz venv paper clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
@@ -38,6 +38,11 @@ paper: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The property tests of the layers with 20x the examples CI runs, drawn at random (CI runs a fixed,
+# derandomized set: tests/conftest.py). Run it before you stop whenever you changed layers/ or models/.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/layers/test_fuzz.py
 
 # The README demos run in full, checking the numbers the README states (about 22 minutes on 2 cores).
 test-demo: $(STAMP)

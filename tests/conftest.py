@@ -1,5 +1,18 @@
-import pytest
+import os
 
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests: CI and `make test` run a fixed, derandomized set of examples, so a clean clone gives
+# the same result on every run; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) draws 20x as many at random.
+# Run `make fuzz` before you stop whenever you changed src/botnet/layers or src/botnet/models.
+CI_EXAMPLES = 100
+FUZZ_FACTOR = 20
+settings.register_profile("ci", max_examples=CI_EXAMPLES, derandomize=True, database=None, deadline=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=CI_EXAMPLES * FUZZ_FACTOR, derandomize=False, deadline=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):

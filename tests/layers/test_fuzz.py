@@ -10,12 +10,14 @@ modules with 0 inner channels, an odd map into a stride-2 BoT block).
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from botnet.layers import KERNELS, POS_ENCODINGS, BoTBlock, MHSA2d, NonLocal2d, RelPosEmb2d, SEModule, use_kernel
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the number of examples and the randomness come from the profile (tests/conftest.py): a fixed,
+# derandomized set in CI, 20x as many random ones under `make fuzz`
+FUZZ = settings()
 DTYPES = st.sampled_from([torch.float32, torch.float64, torch.bfloat16])
 SCALES = st.sampled_from([0.0, 1e-6, 1.0, 1e3, 1e4])
 SIDE = st.integers(1, 7)
@@ -48,6 +50,9 @@ def mhsa_configs(draw):
 @FUZZ
 @given(cfg=mhsa_configs(), size=st.tuples(SIDE, SIDE), batch=st.integers(1, 2), dtype=DTYPES, scale=SCALES,
        spike=st.booleans(), seed=st.integers(0, 2**16))
+# issue 18: chunked was wrong on every H x 1 map with batch x heads > 1 (the case hypothesis shrank to)
+@example(cfg=dict(dim=4, num_heads=2, feat_size=(2, 1), pos_enc="relative", content=False, qkv_bias=False),
+         size=(2, 1), batch=1, dtype=torch.float64, scale=1.0, spike=False, seed=0)
 def test_mhsa_shapes_dtypes_values(cfg, size, batch, dtype, scale, spike, seed):
     torch.manual_seed(seed)
     layer = MHSA2d(**cfg).to(dtype)

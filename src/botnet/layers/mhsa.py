@@ -27,9 +27,12 @@ A candidate fifth kernel, ``flex`` (``CANDIDATE_KERNELS``), runs ``flex_attentio
 ``score_mod`` adding the row and column logits; it is fused under ``torch.compile`` and, in torch
 2.14, has no backward on CPU, so ``auto`` never picks it.
 
-``kernel="auto"`` (the default) takes ``chunked`` on CPU, where it measured fastest from 14x14 to
-64x64 in training and inference on our 2-core machine (docs/benchmarks.md), and ``sdpa_fold`` on
-GPUs, where a mask-free SDPA can use the fused flash / memory-efficient kernels.
+``kernel="auto"`` (the default) takes the first kernel of ``AUTO_ORDER[device type]`` that
+``kernel_handles`` the call: ``chunked`` on CPU, where it measured fastest from 14x14 to 64x64 in
+training and inference on our 2-core machine (docs/benchmarks.md), and ``sdpa_fold`` on GPUs,
+where a mask-free SDPA can use the fused flash / memory-efficient kernels. ``kernel_handles`` is
+the contract that tests/layers/test_kernel_grid.py checks against the brute-force reference on a
+grid of degenerate and ordinary shapes; a kernel that does not handle a call is passed over.
 ``use_kernel(name)`` overrides every layer inside a ``with`` block (the counter uses ``reference``,
 whose matmuls are the paper's M.Adds). A scripted layer (``torch.jit.script``) always runs
 ``reference``. All four match the brute-force reference (tests/layers/test_mhsa.py).
@@ -47,14 +50,29 @@ from .chunked_attn import chunked_attention
 from .fused_attn import axis_onehots, flex_attention_rel, fold_attention
 from .pos_embed import AbsPosEmb2d, RelPosEmb2d
 
-__all__ = ["MHSA2d", "POS_ENCODINGS", "KERNELS", "CANDIDATE_KERNELS", "use_kernel"]
+__all__ = ["MHSA2d", "POS_ENCODINGS", "KERNELS", "CANDIDATE_KERNELS", "AUTO_ORDER", "kernel_handles", "use_kernel"]
 
 POS_ENCODINGS = ("relative", "absolute", "none")
 KERNELS = ("auto", "reference", "chunked", "sdpa_bias", "sdpa_fold")
 # accepted by MHSA2d and use_kernel, never picked by "auto": flex has no backward on CPU in torch 2.14
 CANDIDATE_KERNELS = ("flex",)
 _ALL_KERNELS = KERNELS + CANDIDATE_KERNELS
+# the kernels "auto" tries, in order, by device type; "reference" handles every call
+AUTO_ORDER = {"cpu": ("chunked", "sdpa_fold", "reference"), "cuda": ("sdpa_fold", "chunked", "reference")}
 _forced_kernel: str | None = None
+
+
+def kernel_handles(kernel: str, size: tuple[int, int], device: torch.device, needs_grad: bool) -> bool:
+    """Whether ``kernel`` computes MHSA2d exactly for an (H, W) map on ``device``, with a backward
+    when ``needs_grad``: what tests/layers/test_kernel_grid.py checks against the brute-force
+    reference (every map from 1x1, 1xN and Nx1 up to 64x64, forward and backward, float32 and
+    float64). Every exact kernel handles every map; ``flex`` has no backward on CPU."""
+    h, w = size
+    if h < 1 or w < 1 or kernel not in _ALL_KERNELS or kernel == "auto":
+        return False
+    if kernel == "flex":
+        return not (needs_grad and device.type == "cpu")
+    return True
 
 
 @contextlib.contextmanager
@@ -87,6 +105,10 @@ class MHSA2d(nn.Module):
 
     Shapes: input (B, C, H, W) -> output (B, C, H, W).
     """
+
+    # kernels this layer's layout rules out (a subclass with another q/k width sets it); asking for
+    # one of them, or for "auto", runs the first of AUTO_ORDER that is left
+    excluded_kernels: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -170,16 +192,20 @@ class MHSA2d(nn.Module):
         logits = self.attention_logits(q, k, x.shape[-2:])
         return torch.softmax(logits, dim=-1, dtype=torch.float32)
 
-    def resolved_kernel(self, device: torch.device) -> str:
+    def resolved_kernel(self, device: torch.device, size: tuple[int, int] = (1, 1), needs_grad: bool = False) -> str:
+        """The kernel that runs an (H, W) map on ``device``: the forced or chosen one, or for
+        ``auto`` the first of ``AUTO_ORDER`` that ``kernel_handles`` the call."""
         k = _forced_kernel or self.kernel
-        if k == "auto":
-            return "chunked" if device.type == "cpu" else "sdpa_fold"
-        return k
+        if k != "auto" and k not in self.excluded_kernels:
+            return k
+        order = AUTO_ORDER.get(device.type, AUTO_ORDER["cuda"])
+        return next(c for c in order if c not in self.excluded_kernels and kernel_handles(c, size, device, needs_grad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
             return self.forward_reference(x)
-        return self.forward_kernel(x, self.resolved_kernel(x.device))
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad)
+        return self.forward_kernel(x, self.resolved_kernel(x.device, (x.shape[-2], x.shape[-1]), needs_grad))
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

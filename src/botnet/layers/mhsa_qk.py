@@ -5,7 +5,8 @@ q and k of ``qk_head_dim`` channels per head while v keeps ``dim // num_heads``:
 ``qkv`` = [q (heads x qk_head_dim) | k (heads x qk_head_dim) | v (dim)], q is scaled by
 qk_head_dim^-0.5 and the relative tables have qk_head_dim columns. Everything else is ``MHSA2d``
 (the same logits, position encodings, softmax in float32 and kernels); the ``chunked`` kernel
-assumes equal widths, so ``auto`` picks ``sdpa_fold`` on every device here.
+assumes equal widths, so it is excluded here and ``auto`` (or a forced ``chunked``) runs
+``sdpa_fold`` on every device.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class MHSA2dQK(MHSA2d):
     Args: as ``MHSA2d``, plus ``qk_head_dim`` (>= 1).
     Shapes: (B, dim, H, W) -> (B, dim, H, W).
     """
+
+    excluded_kernels = ("chunked",)
 
     def __init__(self, dim: int, num_heads: int = 4, feat_size: int | tuple[int, int] = 14, pos_enc: str = "relative",
                  content: bool = True, qkv_bias: bool = False, kernel: str = "auto", qk_head_dim: int = 16):
@@ -49,10 +52,6 @@ class MHSA2dQK(MHSA2d):
         k = parts[1].reshape(b, self.num_heads, self.qk_head_dim, h * w).transpose(-1, -2) if self.content else None
         v = parts[-1].reshape(b, self.num_heads, self.head_dim, h * w).transpose(-1, -2)
         return q, k, v
-
-    def resolved_kernel(self, device: torch.device) -> str:
-        k = super().resolved_kernel(device)
-        return "sdpa_fold" if k == "chunked" else k
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", qk_head_dim={self.qk_head_dim}"
