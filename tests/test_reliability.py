@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import botnet.engine.classify as classify
 from botnet.cli import main
 from botnet.engine.checkpoint import CheckpointManager, load_checkpoint
 from botnet.engine.faults import nonfinite_tensors
 from botnet.engine.metrics import read_jsonl
+from botnet.engine.runlock import LOCK_NAME
 from runs import cli_errors, end_all, free_port, step_losses
 
 REPO = Path(__file__).parents[1]
@@ -43,6 +45,7 @@ rank_ok = os.environ.get("FAULT_RANK") in (None, os.environ.get("RANK", "0"))
 env = {k: int(os.environ.get(k, "0")) for k in ("FAULT_KILL_AT_STEP", "FAULT_KILL_IN_SAVE_AT_STEP",
                                                 "FAULT_STOP_AT_STEP", "FAULT_TERM_AT_STEP")}
 sleep = float(os.environ.get("FAULT_STEP_SLEEP", "0"))
+wait_for = os.environ.get("FAULT_WAIT_AFTER_STEP_1_FOR")  # hold the run after step 1 until this file exists
 real_log, real_save = metrics.MetricsLogger.log, torch.save
 
 def log(self, rec):  # called on every rank after each optimizer step (run.log_every=1)
@@ -51,6 +54,8 @@ def log(self, rec):  # called on every rank after each optimizer step (run.log_e
         return
     time.sleep(sleep)
     step = rec["step"]
+    while step == 1 and wait_for and not os.path.exists(wait_for):
+        time.sleep(0.05)
     if step == env["FAULT_KILL_AT_STEP"]:
         os.kill(os.getpid(), signal.SIGKILL)
     if step == env["FAULT_STOP_AT_STEP"]:
@@ -146,7 +151,8 @@ def reference(tiny_data, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fault", ["between_checkpoints", "while_writing_a_checkpoint"])
-def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted_run(fault, reference, tiny_data, tmp_path, one_thread):
+def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted_run(fault, reference, tiny_data, tmp_path, one_thread,
+                                                                        caplog):
     rng = random.Random(fault)  # a "random" step, the same on every run of the test
     out = tmp_path / "run"
     if fault == "between_checkpoints":
@@ -163,9 +169,48 @@ def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted_run(fault, r
     assert manager.latest_valid()[1]["step"] == newest
     if fault == "while_writing_a_checkpoint":
         assert list(out.glob(f".ckpt_{step:08d}.pt.*.tmp"))  # the half-written file, never renamed into place
+    holder = json.loads((out / LOCK_NAME).read_text())  # the killed run's lock file: its flock died with it
+    assert isinstance(holder["pid"], int) and holder["pid"] != os.getpid()
+    caplog.set_level("WARNING")
     assert main(_args(out, tiny_data, *COMMON) + ["--resume", "auto"]) == 0
+    assert f"took over run folder {out}: its last holder (pid {holder['pid']} on host" in caplog.text
     _assert_same_run(out, reference)
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp")) and not (out / LOCK_NAME).exists()
+
+
+def test_two_runs_into_one_folder_one_runs_the_other_exits_2_naming_it(tiny_data, tmp_path):
+    """Two `botnet train` started at once into one folder (seeds 1 and 2): whichever takes the
+    folder's lock first runs (held after step 1 until the other has exited); the other exits 2
+    with one line naming the holder; the folder holds only the winner's files."""
+    out, go = tmp_path / "run", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, _runner(tmp_path), *_args(out, tiny_data, *TINY, "optim.epochs=1",
+                                                                        f"run.seed={seed}")],
+                              env=_env(FAULT_WAIT_AFTER_STEP_1_FOR=go), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for seed in (1, 2)]
+    try:
+        deadline = time.monotonic() + 240
+        while all(p.poll() is None for p in procs):
+            assert time.monotonic() < deadline, "neither run ended"
+            time.sleep(0.05)
+        go.touch()
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        end_all(procs)
+    assert sorted(p.returncode for p in procs) == [0, 2], errs
+    win = [p.returncode for p in procs].index(0)
+    err = cli_errors(errs[1 - win]).strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"botnet train: run folder {out} is in use by another run (pid {procs[win].pid} on host ")
+    assert err.endswith("wait for it to finish or choose another --output")
+    seed = win + 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["run"]["seed"] == seed
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(out / name)["config"]["run"]["seed"] == seed
+    recs = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in recs if r["kind"] == "step"] == [1, 2, 3, 4, 5]
+    assert [r["kind"] for r in recs].count("eval") == 1 and not (out / LOCK_NAME).exists()
+    # epochs are counted from 0 in every record: the eval after the first epoch says epoch 0, as its steps do
+    assert {r["epoch"] for r in recs if r["kind"] in ("step", "epoch", "eval")} == {0}
 
 
 # ---------------------------------------------------------------------------------- preemption
@@ -453,7 +498,7 @@ def _bad_cases(tmp, tiny_data, tiny_run):
         "fewer images than a batch": (["--data", d, *TINY, "optim.batch_size=128", "optim.micro_batch=64"],
                                       "dataset has 80 samples, fewer than one global batch of 128"),
         "batch not divisible": (["--data", d, *TINY, "optim.micro_batch=5"], "must be a multiple of world_size"),
-        "missing config": ([], "config file"),
+        "missing config": ([], "not found: expected a YAML file or a shipped recipe name"),
         "missing resume file": (["--data", d, *TINY, "--resume", str(tmp / "none.pt")], "no such checkpoint file"),
         "resume junk": (["--data", d, *TINY, "--resume", str(tmp / "junk.pt")], "junk.pt' cannot be read"),
         "resume a bare state dict": (["--data", d, *TINY, "--resume", str(tmp / "state_dict.pt")],
@@ -463,6 +508,8 @@ def _bad_cases(tmp, tiny_data, tiny_run):
         "resume on other classes": (["--data", str(other_classes), *TINY, "optim.batch_size=8", "--resume", ckpt],
                                     "was trained on 10 classes"),
         "second run into a used folder": (["--data", d, *TINY], "already holds a run"),
+        "resume a run folder": (["--data", d, *TINY, "--resume", str(tiny_run)],
+                                f"--resume {tiny_run} is a folder; give a checkpoint file in it ({tiny_run / 'last.pt'})"),
     }
 
 
@@ -471,7 +518,7 @@ CASES = ["unknown key", "wrong type", "not a mapping", "negative lr", "zero log_
          "eval size not a multiple of 32", "unknown model option", "unknown model", "missing data folder",
          "data folder without train/", "empty class folder", "fewer images than a batch", "batch not divisible",
          "missing config", "missing resume file", "resume junk", "resume a bare state dict", "resume another model",
-         "resume on other classes", "second run into a used folder"]
+         "resume on other classes", "second run into a used folder", "resume a run folder"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .paths import check_output_file
+
 
 def _pair(text: str) -> tuple[float, float]:
     try:
@@ -45,6 +47,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
         from botnet.inference.attention import attention_maps, draw_attention_grid, pixel_to_feature, resolve_layer
         from botnet.inference.classify import eval_transform
 
+        out = check_output_file(args.output or f"{Path(args.image).stem}_attention.png", "--output", "attention.png")
         model, card = _load(args)
         layer, _ = resolve_layer(model, args.layer)
         tf = eval_transform(card)
@@ -63,7 +66,6 @@ def cmd_attention(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"botnet attention: {e}", file=sys.stderr)
         return 2
-    out = Path(args.output or f"{Path(args.image).stem}_attention.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     name = card.get("model_name")
     heads, h, w = maps.shape

@@ -8,7 +8,10 @@ import argparse
 import json
 import sys
 
+from .paths import check_output_file
+
 FORMATS = ("onnx", "torchscript", "safetensors")
+_EXAMPLES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": "model.safetensors"}
 _CARD_FIELDS = ("classes", "metrics", "crop_pct", "input_size", "mean", "std", "interpolation", "epoch", "step")
 
 
@@ -21,6 +24,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from botnet.models.weights import checkpoint_kind, load_model
 
     try:
+        check_output_file(args.output, "--output", _EXAMPLES[args.format])
         card = {}
         if args.model:
             kw = {"img_size": args.img_size} if args.img_size else {}

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from .paths import check_output_folder
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..models.weights import checkpoint_kind
@@ -19,6 +21,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         if args.topk < 1 or args.batch_size < 1:
             raise ValueError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+        check_output_folder(args.output or "predictions", "--output")
         kind, content = checkpoint_kind(args.checkpoint)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet predict: {e}", file=sys.stderr)
@@ -37,6 +40,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                  device=args.device, use_ema=args.ema)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet predict: {e}", file=sys.stderr)
+        return 2
+    if res["skipped"] and not res["predictions"]:
+        first = res["skipped"][0]
+        print(f"botnet predict: none of the {len(res['skipped'])} images could be read (first: {first['image']}: "
+              f"{first['error']}); expected image files PIL can decode", file=sys.stderr)
         return 2
     res["checkpoint"] = str(args.checkpoint)
     if args.output:
@@ -81,6 +89,10 @@ def _predict_detection(args: argparse.Namespace) -> int:
         print(json.dumps(records))
     else:
         print(f"detections of {len(records)} images: {out / 'detections.json'}")
+    if records and all("error" in r for r in records):
+        print(f"botnet predict: none of the {len(records)} images could be read (first: {records[0]['image']}: "
+              f"{records[0]['error']}); expected image files PIL can decode", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -88,7 +100,7 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="classify images (top-k), or detect objects with a detection checkpoint",
                        description="Classify images with a classification checkpoint (top-k classes), or run a "
                                    "detection checkpoint on them. Folders are searched recursively; unreadable "
-                                   "images are skipped and counted.")
+                                   "images are skipped and counted (exit code 2 when no image could be read).")
     p.add_argument("--checkpoint", required=True,
                    help="botnet train / det-train checkpoint, or a .safetensors/.pt weight file with its card")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from .paths import check_output_folder
+
 __all__ = ["register", "add_run_arguments", "load_run_config", "run_training"]
 
 
@@ -42,8 +44,12 @@ def load_run_config(args: argparse.Namespace, default_task: str = "classificatio
     if args.data is not None:
         overrides.append(f"data.root={args.data}")
     if args.output is not None:
+        check_output_folder(args.output, "--output")
         overrides.append(f"run.output={args.output}")
     apply_overrides(cfg, [o for o in overrides if not o.strip().startswith("task=")])
+    if args.resume is not None and args.resume != "auto" and Path(args.resume).is_dir():
+        raise ConfigError(f"--resume {args.resume} is a folder; give a checkpoint file in it ({Path(args.resume) / 'last.pt'}), "
+                          f"or --resume auto with --output {args.resume}")
     if args.resume is not None and args.resume != "auto" and not Path(args.resume).is_file():
         raise ConfigError(f"--resume {args.resume}: no such checkpoint file (give a checkpoint path or 'auto')")
     return task_cls, cfg
@@ -51,14 +57,15 @@ def load_run_config(args: argparse.Namespace, default_task: str = "classificatio
 
 def run_training(prog: str, fit) -> int:
     """Run ``fit()`` and print its result as JSON. Exit codes: 0 done (or preempted by
-    SIGTERM/SIGUSR1 after saving a checkpoint); 2 bad setup found before training; 1 the run failed
+    SIGTERM/SIGUSR1 after saving a checkpoint); 2 bad setup found before training, or a full disk; 1 the run failed
     (non-finite loss, another rank died). Errors are one line on stderr, no traceback."""
+    from ..engine.checkpoint import DiskFullError
     from ..engine.distributed import DistributedError
     from ..engine.faults import NonFiniteError
 
     try:
         result = fit()
-    except (ValueError, FileNotFoundError) as e:  # bad setup: one line, no traceback
+    except (ValueError, FileNotFoundError, DiskFullError) as e:  # bad setup, full disk: one line, no traceback
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     except (NonFiniteError, DistributedError) as e:  # the run failed; the message says where and what is kept
@@ -143,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.output:
             print(f"metrics and COCO results written to {args.output}/")
     else:
-        epoch = f", epoch {res['epoch']}" if res.get("epoch") is not None else ""
+        epoch = f", {res['epoch']} epoch(s) done" if res.get("epoch") is not None else ""
         print(f"{res['model']} ({res['checkpoint']}{epoch}{', EMA' if res['ema'] else ''}): "
               f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  loss {res['loss']:.4f}  on {res['count']} images"
               + (f" ({res['skipped_images']} unreadable skipped)" if res["skipped_images"] else ""))

@@ -8,14 +8,16 @@ the tar shards of ``ROOT/{split}.wids.json`` written by ``botnet shards`` (``bot
 
 For detection and instance segmentation, ``build_coco_dataset(root, split, transforms, train=...)``
 opens ``ROOT/{split}/`` + ``ROOT/annotations/instances_{split}.json`` as a ``CocoDetection``
-(``root=None``: the built-in COCO-format shapes dataset, ``builtin_coco_root()``);
+(``root=None``: the built-in COCO-format shapes dataset, ``builtin_coco_root()``), or the COCO
+shards ``ROOT/{split}.wids.json`` as a ``ShardCocoDetection``;
 ``build_det_transforms`` makes the scale-jitter train and the eval pipelines, and
 ``collate_detection`` batches samples as lists, dropping undecodable images.
 """
 
 from .builtin import BUILTIN_CLASSES, builtin_dataset_root, default_cache_dir
 from .builtin_coco import BUILTIN_COCO_CLASSES, builtin_coco_root
-from .coco import CocoDetection, build_coco_dataset, collate_detection
+from .coco import CocoDetection, collate_detection
+from .coco_shards import ShardCocoDetection, build_coco_dataset
 from .det_transforms import build_det_transforms
 from .folder import ImageFolderSafe, collate_skip_none, load_rgb
 from .shards import ShardImageDataset, build_dataset, verify_shards, write_shards
@@ -28,6 +30,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderSafe",
+    "ShardCocoDetection",
     "ShardImageDataset",
     "build_coco_dataset",
     "build_dataset",

@@ -16,7 +16,8 @@ with no annotation are kept (as the TPU detection code keeps them; ``remove_empt
 them). Every drop is counted in ``dataset.stats``.
 Unknown category ids and missing image files are errors at construction; an image that cannot
 be decoded yields ``None`` (logged once), which ``collate_detection`` drops from the batch.
-``build_coco_dataset`` opens ``ROOT/{split}/`` + ``ROOT/annotations/instances_{split}.json``.
+``build_coco_folder`` opens ``ROOT/{split}/`` + ``ROOT/annotations/instances_{split}.json``
+(``botnet.data.coco_shards.build_coco_dataset`` also opens COCO shards).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .folder import DECODE_ERRORS, load_rgb
 
-__all__ = ["CocoDetection", "build_coco_dataset", "collate_detection", "decode_segmentation"]
+__all__ = ["CocoDetection", "build_coco_folder", "collate_detection", "decode_segmentation"]
 
 log = logging.getLogger("botnet.data")
 
@@ -169,10 +170,7 @@ class CocoDetection(torch.utils.data.Dataset):
                  masks: bool = True) -> None:
         self.img_dir = Path(img_dir).expanduser()
         self.ann_file = Path(ann_file).expanduser()
-        if not self.ann_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file {self.ann_file} does not exist")
-        if not self.img_dir.is_dir():
-            raise FileNotFoundError(f"image folder {self.img_dir} does not exist (images of {self.ann_file})")
+        self._check_sources()
         self.transforms = transforms
         self.train = bool(train)
         self.remove_empty = bool(remove_empty)
@@ -210,6 +208,22 @@ class CocoDetection(torch.utils.data.Dataset):
         log.debug("%s: %s", self.ann_file, self.stats)
 
     # ----------------------------------------------------------------------------------- loading
+    def _check_sources(self) -> None:
+        """Before anything is read: the annotation file and the image folder exist (subclasses that
+        read elsewhere, e.g. ``ShardCocoDetection``, check their own sources)."""
+        if not self.ann_file.is_file():
+            raise FileNotFoundError(f"COCO annotation file {self.ann_file} does not exist")
+        if not self.img_dir.is_dir():
+            raise FileNotFoundError(f"image folder {self.img_dir} does not exist (images of {self.ann_file})")
+
+    def _image_name(self, image_id: int, info: dict) -> str:
+        """The image's file, as messages name it."""
+        return str(self.img_dir / info["file_name"])
+
+    def _read_image(self, image_id: int, info: dict):
+        """The image as an RGB PIL image; raises one of ``DECODE_ERRORS``."""
+        return load_rgb(self.img_dir / info["file_name"])
+
     def _load(self) -> COCO:
         try:
             coco = COCO(str(self.ann_file))
@@ -293,13 +307,13 @@ class CocoDetection(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Sample | None:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        path = self.img_dir / info["file_name"]
+        path = self._image_name(image_id, info)
         try:
-            pil = load_rgb(path)
+            pil = self._read_image(image_id, info)
         except DECODE_ERRORS as e:
             self.num_skipped += 1
-            if str(path) not in self._warned:
-                self._warned.add(str(path))
+            if path not in self._warned:
+                self._warned.add(path)
                 log.warning("skipping unreadable image %s: %s: %s", path, type(e).__name__, e)
             return None
         width, height = pil.size
@@ -344,8 +358,8 @@ def collate_detection(batch: list[Sample | None]) -> tuple[list, list[dict[str, 
     return [sample[0] for sample in kept], [sample[1] for sample in kept], len(batch) - len(kept)
 
 
-def build_coco_dataset(root: str | os.PathLike | None, split: str, transforms: Callable | None, *,
-                       train: bool, masks: bool = True) -> CocoDetection:
+def build_coco_folder(root: str | os.PathLike | None, split: str, transforms: Callable | None, *,
+                      train: bool, masks: bool = True) -> CocoDetection:
     """Open split ``split`` of a COCO-format tree: ``ROOT/{split}/`` + ``ROOT/annotations/instances_{split}.json``.
 
     That is the layout of COCO itself (``split="train2017"``, ``"val2017"``) and of the built-in

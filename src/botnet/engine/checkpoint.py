@@ -3,7 +3,9 @@
 Writing (``save_atomic``): ``torch.save`` into a temporary file in the same folder, a sha256 of
 the file stored at its end (as the zip archive's comment, so ``torch.load`` still reads the file
 as it is), fsync, then an atomic rename over the old file and an fsync of the folder. A reader
-therefore sees the previous complete file or the new complete file, never a half-written one.
+therefore sees the previous complete file or the new complete file, never a half-written one. A
+full disk (ENOSPC / EDQUOT) raises ``DiskFullError`` naming the mount point and the file, after
+removing the partial temporary file.
 
 Reading (``load_checkpoint``): the sha256 is checked before ``torch.load``; a damaged or truncated
 file raises ``CheckpointError`` (a ``ValueError``) that names the file and the problem. Files
@@ -18,6 +20,7 @@ other named files are written with ``save_atomic`` directly and are not rotated.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -30,10 +33,11 @@ from typing import Iterable
 
 import torch
 
+from ..models.files import require_file
 from .faults import NonFiniteError, nonfinite_tensors
 
 __all__ = [
-    "CheckpointError", "CheckpointManager", "save_atomic", "load_checkpoint", "verify_checkpoint",
+    "CheckpointError", "CheckpointManager", "DiskFullError", "disk_full_error", "is_disk_full", "mount_point", "save_atomic", "load_checkpoint", "verify_checkpoint",
     "rng_state", "set_rng_state",
 ]
 
@@ -47,6 +51,41 @@ _CHUNK = 1 << 20
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, truncated, or failing its checksum."""
+
+
+class DiskFullError(OSError):
+    """No space left (or over quota) while writing: the file being replaced is untouched and the
+    partial temporary file removed. ``str(e)`` is the one-line message."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True when ``e`` or an exception it was raised from is ENOSPC / EDQUOT (``torch.save`` wraps
+    the OSError of a full disk in a RuntimeError, "[enforce fail at inline_container.cc] unexpected pos")."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def mount_point(path: str | os.PathLike) -> Path:
+    """The mount point of the file system ``path`` (or its nearest existing parent) is on."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def disk_full_error(path: str | os.PathLike, action: str = "saving") -> DiskFullError:
+    """'no space left on MOUNT while saving PATH' (the device named by where it is mounted)."""
+    return DiskFullError(f"no space left on {mount_point(path)} while {action} {path}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -113,9 +152,11 @@ def save_atomic(obj, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(e):
+            raise disk_full_error(path) from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -127,9 +168,7 @@ def verify_checkpoint(path: str | os.PathLike) -> bool:
     Returns True when it matches, False when the file carries no checksum (written by other code
     or before checksums existed). Raises ``FileNotFoundError`` if the file is missing and
     ``CheckpointError`` if it is damaged (checksum mismatch) or too short to be a checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    path = require_file(path, "checkpoint")
     with path.open("rb") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
@@ -156,9 +195,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, verify: bool
     With ``verify`` the stored sha256 is checked first. Raises ``FileNotFoundError`` when the file
     is missing and ``CheckpointError`` (a ``ValueError``) when it is damaged, truncated or not a
     torch file; the message names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    path = require_file(path, "checkpoint")
     if verify:
         verify_checkpoint(path)
     try:

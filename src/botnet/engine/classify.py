@@ -20,7 +20,7 @@ from torch import nn
 from ..config import ConfigError, TrainConfig, config_from_dict, validate_config
 from ..data import build_dataset, build_transforms, collate_skip_none
 from ..models import create_model, model_entrypoint
-from ..models.weights import load_matching
+from ..models.convert import load_pretrained
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, all_reduce_sum
 from .loop import resolve_device
@@ -137,7 +137,11 @@ class ClassificationTask(Task):
         if m.pretrained and not self.resumed:
             from .metrics import get_logger
 
-            get_logger().info("pretrained %s: %s", m.pretrained, load_matching(model, m.pretrained).summary())
+            try:
+                report = load_pretrained(model, m.pretrained)
+            except ValueError as e:  # another width, nothing matching, not a weight file
+                raise ValueError(f"model.pretrained: {e}") from None
+            get_logger().info("pretrained %s: %s", m.pretrained, report.summary())
         return model
 
     def build_optimizer(self, model: nn.Module):
@@ -162,7 +166,7 @@ class ClassificationTask(Task):
     def evaluate(self, model, loader, run) -> dict:
         ev = evaluate(model, loader, run.device, run.amp_dtype, run.dist, self.cfg.model.channels_last)
         if run.dist.is_main:
-            run.log.info("epoch %d: val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images)", run.state.epoch, ev["top1"],
+            run.log.info("epoch %d: val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images)", run.state.last_epoch, ev["top1"],
                          ev["top5"], ev["loss"], ev["count"])
         return ev
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import ConfigError, config_from_dict, validate_config
 from ..data import build_coco_dataset, build_det_transforms, collate_detection
+from ..data.coco_shards import coco_index_path
 from ..detection import parse_detector_name
 from ..detection.config import DetTrainConfig
 from ..detection.evaluate import evaluate_coco, format_coco_table, to_coco_results
@@ -102,9 +103,12 @@ class DetectionTask(Task):
         root, d = self.cfg.data.root, self.cfg.data
         for split in (d.train_split, d.val_split) if root is not None else ():
             ann = Path(root) / "annotations" / f"instances_{split}.json"
+            if coco_index_path(root, split).is_file():
+                continue
             if not (Path(root) / split).is_dir() or not ann.is_file():
                 raise ConfigError(f"data folder {root!r} lacks {split}/ or annotations/instances_{split}.json "
-                                  f"(expected ROOT/<split>/<images> and ROOT/annotations/instances_<split>.json)")
+                                  f"(expected ROOT/<split>/<images> and ROOT/annotations/instances_<split>.json, "
+                                  f"or COCO shards ROOT/{split}.wids.json from `botnet shards --coco`)")
         parse_detector_name(self.cfg.model.name)
 
     def build_data(self) -> TaskData:

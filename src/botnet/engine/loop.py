@@ -151,9 +151,9 @@ def stop_for_preemption(save, saved: dict, state, dist: DistInfo, preempt, logge
         save()
     barrier(dist)
     signame = preempt.signal_name or "a signal to another rank"
-    logger.log({"kind": "preempted", "step": state.step, "epoch": state.epoch, "signal": signame})
+    logger.log({"kind": "preempted", "step": state.step, "epoch": state.last_epoch, "signal": signame})
     if dist.is_main:
         log.warning("stopped by %s after step %d (epoch %d): checkpoint %s; continue with --resume auto",
-                    signame, state.step, state.epoch, saved["path"])
-    return {"kind": "preempted", "preempted": True, "step": state.step, "epoch": state.epoch, "signal": signame,
+                    signame, state.step, state.last_epoch, saved["path"])
+    return {"kind": "preempted", "preempted": True, "step": state.step, "epoch": state.last_epoch, "signal": signame,
             "checkpoint": str(saved["path"])}

@@ -33,6 +33,12 @@ class RunState:
     step_in_epoch: int = 0  # optimizer steps done in ``epoch``
     best: float | None = None  # best evaluation score so far
 
+    @property
+    def last_epoch(self) -> int:
+        """The epoch (0-based) of the last finished step: what step, eval and preemption records
+        call ``epoch`` (``epoch`` itself has already moved on at an epoch's end)."""
+        return self.epoch - 1 if self.step_in_epoch == 0 and self.epoch > 0 else self.epoch
+
 
 def autocast(device: torch.device, amp_dtype):
     """``torch.autocast`` for ``amp_dtype`` (None: a no-op context)."""

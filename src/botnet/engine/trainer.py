@@ -2,7 +2,8 @@
 ``train_one_epoch`` inside).
 
 ``Trainer(task, resume, callbacks).fit()`` runs a whole job: under torchrun it joins the process
-group (DDP, ``run.dist_timeout_s``), resumes (``--resume auto``: the newest valid checkpoint),
+group (DDP, ``run.dist_timeout_s``), locks the run folder (``botnet.engine.runlock``: one run per
+folder; a killed run's lock is taken over), resumes (``--resume auto``: the newest valid checkpoint),
 deals global batches with ``GlobalBatchSampler`` (the same batches whatever the number of devices
 and accumulation steps), accumulates micro-batches, autocasts (``run.amp``), guards against
 non-finite losses and gradients, keeps an EMA (``run.ema``), writes atomic checksummed step
@@ -24,11 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..config import config_to_dict, save_config
-from .checkpoint import CheckpointManager, rng_state, save_atomic
-from .distributed import DistInfo, barrier
+from .checkpoint import CheckpointManager, DiskFullError, disk_full_error, is_disk_full, rng_state, save_atomic
+from .distributed import DistInfo, barrier, flags_by_rank
 from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, emergency_saver, ignore_preemption_signals
 from .loop import find_resume, launch, open_run_folder, restore, stop_for_preemption, wrap
 from .metrics import MetricsLogger, get_logger
+from .runlock import RunFolderBusy, RunFolderLock, describe_holder
 from .sampler import GlobalBatchSampler, SeededDataset, shard_indices
 from .steps import AMP_DTYPES, RunState, micro_batch, train_one_epoch
 from .task import Callback, Task, TaskData
@@ -59,8 +61,11 @@ class Trainer:
     "step", "epoch", "signal", "checkpoint"}`` when SIGTERM/SIGUSR1 stopped the run (after saving).
     Raises before any training ``ValueError`` / ``FileNotFoundError`` for a bad setup
     (``CheckpointError`` for a damaged checkpoint); during training ``NonFiniteError`` when the loss
-    or gradients stay non-finite (nothing is saved after the last good checkpoint) and
-    ``DistributedError`` when another rank died or hung for ``run.dist_timeout_s``."""
+    or gradients stay non-finite (nothing is saved after the last good checkpoint),
+    ``DistributedError`` when another rank died or hung for ``run.dist_timeout_s``, and
+    ``DiskFullError`` (an OSError) when the disk fills up, naming the last good checkpoint (the
+    ones written before stay intact). ``RunFolderBusy`` (a ValueError) when another live run holds
+    the output folder."""
 
     def __init__(self, task: Task, resume: str | None = None, callbacks: Sequence[Callback] = ()):
         self.task, self.cfg, self.resume, self.callbacks = task, task.cfg, resume, list(callbacks)
@@ -74,11 +79,49 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
     def _run(self, device: torch.device, dist: DistInfo, preempt: PreemptionHandler) -> dict:
         self.device, self.dist, self.preempt = device, dist, preempt
-        self._setup()
+        self.out = Path(self.cfg.run.output or f"runs/{self.cfg.name}")
+        lock = self._lock_folder()
+        try:
+            self._setup()
+        except BaseException:
+            if lock is not None:
+                lock.release(remove_empty_folder=True)  # a run that never started leaves nothing behind
+            raise
+        try:
+            return self._train()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock_folder(self) -> RunFolderLock | None:
+        """Rank 0 takes the run folder's lock (``botnet.engine.runlock``); every rank learns whether it got it."""
+        lock, error = None, None
+        if self.dist.is_main:
+            lock = RunFolderLock(self.out)
+            try:
+                previous = lock.acquire()
+            except ValueError as e:
+                lock, error = None, e
+            else:
+                if previous:
+                    self.log.warning("took over run folder %s: its last holder (%s) ended without releasing it "
+                                     "(killed?)", self.out, describe_holder(previous))
+        if not all(flags_by_rank(error is None, self.dist)):
+            raise error or RunFolderBusy(f"run folder {self.out}: rank 0 could not take it (see rank 0's error)")
+        return lock
+
+    def _train(self) -> dict:
+        dist = self.dist
         for cb in self.callbacks:
             cb.before_train(self)
         try:
             result = self._loop()
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            where = self.saved["path"] or "none (no checkpoint was written yet)"
+            full = e if isinstance(e, DiskFullError) else disk_full_error(e.filename or self.out, "writing")
+            raise DiskFullError(f"{full}; the last good checkpoint is {where}") from None
         except NonFiniteError as e:
             self.logger.log({"kind": "diverged", "step": e.step, "epoch": self.state.epoch,
                              "terms": {k: repr(v) for k, v in e.terms.items()}})
@@ -86,7 +129,11 @@ class Trainer:
             raise NonFiniteError(f"{e}; stopped without saving: the last good checkpoint is {where}", step=e.step,
                                  epoch=e.epoch, terms=e.terms, bad_params=e.bad_params, ranks=e.ranks) from None
         finally:
-            self.logger.close()
+            try:
+                self.logger.close()
+            except OSError as e:  # TensorBoard's flush on a full disk: the error above says it
+                if not is_disk_full(e):
+                    raise
         for cb in self.callbacks:
             cb.after_train(self, result)
         if result.get("kind") != "preempted":
@@ -98,7 +145,6 @@ class Trainer:
 
     def _setup(self) -> None:
         cfg, dist = self.cfg, self.dist
-        self.out = Path(cfg.run.output or f"runs/{cfg.name}")
         if cfg.run.amp not in AMP_DTYPES:
             raise ValueError(f"run.amp must be one of {sorted(AMP_DTYPES)}, got {cfg.run.amp!r}")
         self.amp_dtype = AMP_DTYPES[cfg.run.amp]
@@ -109,7 +155,7 @@ class Trainer:
         path, ckpt = find_resume(self.resume, self.manager, dist, self.log, f"{self.task.name} run")
         if ckpt is not None:
             self._check_resume(ckpt, path)
-            self.log.info("resuming from %s (epoch %d, step %d)", path, ckpt["epoch"], ckpt["step"])
+            self.log.info("resuming from %s (step %d, %d epoch(s) done)", path, ckpt["step"], ckpt["epoch"])
         torch.backends.cudnn.benchmark = not cfg.run.deterministic
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -209,7 +255,16 @@ class Trainer:
         return result
 
     def _loss(self, model, images, targets) -> dict:
-        return self.task.loss_terms(model, images, targets, self.device)
+        try:
+            return self.task.loss_terms(model, images, targets, self.device)
+        except ValueError as e:  # BatchNorm in training mode over a single value per channel
+            if "Expected more than 1 value per channel" not in str(e):
+                raise
+            raise ValueError(
+                f"step {self.state.step + 1}: a micro-batch of {len(images)} image(s) leaves a BatchNorm layer one value "
+                f"per channel (the last stage's map is 1x1 at data.img_size={getattr(self.cfg.data, 'img_size', '?')}); "
+                "use at least 2 images per device (optim.batch_size / optim.micro_batch) or a larger data.img_size, "
+                "and remove unreadable images named above") from None
 
     def _on_step(self, st: RunState, terms: dict) -> None:
         for cb in self.callbacks:
@@ -247,7 +302,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Evaluate the model (and the EMA) now; log the record, keep best.pt; returns the record."""
         st, task = self.state, self.task
-        rec = {"kind": "eval", "step": st.step, "epoch": st.epoch, **task.evaluate(self.model, self.val_loader, self)}
+        rec = {"kind": "eval", "step": st.step, "epoch": st.last_epoch, **task.evaluate(self.model, self.val_loader, self)}
         if self.ema is not None:
             e = task.evaluate(self.ema.module, self.val_loader, self)
             rec.update({f"ema_{k}": v for k, v in e.items() if k not in ("count", "skipped_images")})

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from .byoa import ByoaNet
-from .weights import LoadReport, load_weights, read_state_dict
+from .weights import LoadReport, load_weights, match_weights, read_state_dict
 
-__all__ = ["TIMM_RULES", "is_timm_byoa", "convert_timm_state_dict", "load_pretrained"]
+__all__ = ["TIMM_RULES", "is_timm_byoa", "convert_timm_state_dict", "load_pretrained", "require_fit", "CLASSIFIER_PREFIXES"]
 
 TIMM_RULES: tuple[tuple[str, str], ...] = (
     (r"^stem\.conv(\d)\.conv\.", r"conv\1."),
@@ -71,14 +71,39 @@ def timm_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dic
     return convert_timm_state_dict(state_dict) if is_timm_byoa(state_dict) else state_dict
 
 
+CLASSIFIER_PREFIXES = ("fc.",)  # a classifier of another number of classes is left out when fine-tuning
+
+
+def require_fit(report: LoadReport, where: str, model_name: str) -> LoadReport:
+    """Raise ``ValueError`` (one line naming ``where``) when initial weights do not fit a model: no
+    tensor of the file matched, or a tensor other than the classifier has another shape (weights
+    of another width or depth). Returns ``report``."""
+    offered = len(report.loaded) + len(report.unexpected) + len(report.shape_mismatch)
+    wrong = [m for m in report.shape_mismatch if not m[0].startswith(CLASSIFIER_PREFIXES)]
+    if wrong:
+        name, theirs, ours = wrong[0]
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise ValueError(f"{where} does not fit {model_name}: {name} is {tuple(theirs)} in the file but "
+                         f"{tuple(ours)} in the model{more}; expected weights of a model of the same width and depth")
+    if not report.loaded:
+        seen = ", ".join(report.unexpected[:3]) or "nothing"
+        raise ValueError(f"{where} fits no tensor of {model_name} (of its {offered} tensors, e.g. {seen}); expected a "
+                         "state dict or checkpoint in the torchvision ResNet layout (conv1.weight, layer1.0.conv1.weight, ...)")
+    return report
+
+
 def load_pretrained(model: nn.Module, source: str | os.PathLike | dict, use_ema: bool = False) -> LoadReport:
     """Load ``source`` into ``model``: a timm BoTNet-family file is converted and loaded strictly (a
-    classifier of another size is left out, as timm does); any other file goes through
-    ``load_weights`` (the layers that match, with a report)."""
+    classifier of another size is left out, as timm does); any other file loads into the layers
+    that match, with a report, and must fit (``require_fit``: a file of another width, or one that
+    matches nothing, is a ``ValueError`` naming the file and the tensor)."""
     sd = read_state_dict(source, use_ema)
+    where = str(source) if not isinstance(source, dict) else "the state dict"
     if not is_timm_byoa(sd):
-        return load_weights(model, sd)
-    where = source if not isinstance(source, dict) else "the state dict"
+        usable, report = match_weights(model, sd)
+        require_fit(report, where, getattr(model, "model_name", type(model).__name__))
+        model.load_state_dict(usable, strict=False)
+        return report
     if not isinstance(model, ByoaNet):
         raise ValueError(f"{where} is a timm ResNet-T / BoTNet state dict (stem.conv1.conv, stages.*): load it into "
                          f"botnet26t_256, sebotnet33ts_256, eca_botnext26ts_256 or botnet50ts_256")

@@ -7,7 +7,20 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["file_sha256", "write_atomic"]
+__all__ = ["file_sha256", "write_atomic", "require_file"]
+
+
+def require_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """``path`` as a ``Path``; ``FileNotFoundError`` when nothing is there, ``ValueError`` when it is a
+    folder (naming the checkpoints inside it, e.g. a run folder's best.pt / last.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        found = [str(p / n) for n in ("best.pt", "last.pt") if (p / n).is_file()]
+        hint = f"e.g. {' or '.join(found)}" if found else "a .pt / .pth / .safetensors file"
+        raise ValueError(f"{what} {str(p)!r} is a folder; expected a {what} file: {hint}")
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {str(p)!r} not found")
+    return p
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -8,7 +8,8 @@ The places, in order (the first two never touch the network):
 2. the torch hub cache (``torch.hub.get_dir()/checkpoints``, i.e. ``TORCH_HOME``): the file name of
    the config's GitHub release ``url``;
 3. unless ``HF_HUB_OFFLINE=1``: download from the Hub into its cache, else from the URL into the
-   torch hub cache.
+   torch hub cache. Each host is probed first (name lookup and one TCP connect, 5 s at most,
+   skipped behind a proxy), so an offline machine fails at once, without huggingface_hub's retries.
 
 When nothing works, ``PretrainedNotFound`` (a FileNotFoundError) says in one line which file to fetch
 and where to put it (or to pass its path as ``pretrained=PATH``).
@@ -18,12 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 __all__ = ["PretrainedNotFound", "HF_FILES", "cached_file", "has_weights", "pretrained_file", "hf_url", "hf_cache_dir"]
 
 log = logging.getLogger("botnet.hub")
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
+PROBE_TIMEOUT_S = 5.0  # a host that does not answer a TCP connect within this is unreachable
 
 
 class PretrainedNotFound(FileNotFoundError):
@@ -66,25 +70,53 @@ def cached_file(cfg: dict) -> Path | None:
     return hit
 
 
+def _short(e: BaseException, limit: int = 160) -> str:
+    """``e`` as one line of at most about ``limit`` characters, cut at a word boundary."""
+    text = " ".join(str(e).split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {text}"
+
+
+def _unreachable(url: str) -> str | None:
+    """Why the host of ``url`` cannot be reached (name lookup and one TCP connect, at most
+    PROBE_TIMEOUT_S), or None when it answers or a proxy is configured (the proxy decides). Probing
+    first makes an offline machine fail at once, instead of after huggingface_hub's retries."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    parts = urlparse(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout=PROBE_TIMEOUT_S):
+            return None
+    except OSError as e:
+        return f"{parts.hostname} cannot be reached: {e.strerror or type(e).__name__}"
+
+
 def _download(cfg: dict) -> Path:
     errors = []
     if cfg.get("hf_hub_id"):
+        why = _unreachable(hf_url(cfg["hf_hub_id"]))
         try:
+            if why:
+                raise ConnectionError(why)
             from huggingface_hub import hf_hub_download
 
             return Path(hf_hub_download(cfg["hf_hub_id"], HF_FILES[0], cache_dir=hf_cache_dir()))
         except Exception as e:  # no network, no huggingface_hub, a proxy ...
-            errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:160]}")
+            errors.append(why or _short(e))
     if cfg.get("url"):
         import torch.hub
 
         dst = _torch_hub_path(cfg["url"])
+        why = _unreachable(cfg["url"])
         try:
+            if why:
+                raise ConnectionError(why)
             dst.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(cfg["url"], str(dst), progress=False)
             return dst
         except Exception as e:
-            errors.append(f"{type(e).__name__}: {' '.join(str(e).split())[:160]}")
+            errors.append(why or _short(e))
     raise OSError("; ".join(errors) or "no source")
 
 

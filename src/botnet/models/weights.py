@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import file_sha256, write_atomic
+from .files import file_sha256, require_file, write_atomic
 
 __all__ = [
     "KEY_MAPS", "LoadReport", "extract_state_dict", "read_state_dict", "remap_keys", "load_matching",
     "load_weights", "save_weights", "model_card", "read_card", "card_from_checkpoint", "load_model",
-    "NO_WEIGHTS_MESSAGE", "card_path", "checkpoint_kind",
+    "NO_WEIGHTS_MESSAGE", "card_path", "checkpoint_kind", "match_weights",
 ]
 
 log = logging.getLogger("botnet.weights")
@@ -136,9 +136,7 @@ def _weights_format(path: Path) -> str:
 
 
 def _read_file(path: str | os.PathLike):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} not found")
+    path = require_file(path, "weights file")
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -177,7 +175,7 @@ def remap_keys(sd: dict[str, torch.Tensor], key_map: str | Sequence[tuple[str, s
     return name, out
 
 
-def _match(model: nn.Module, source, key_map, use_ema) -> tuple[dict[str, torch.Tensor], LoadReport]:
+def match_weights(model: nn.Module, source, key_map="auto", use_ema: bool = False) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """The tensors of ``source`` that fit ``model`` (name and shape; position tables of another size
     count, the model's loading hooks resize them), and the report, before anything is loaded."""
     map_name, sd = remap_keys(read_state_dict(source, use_ema), key_map)
@@ -187,7 +185,7 @@ def _match(model: nn.Module, source, key_map, use_ema) -> tuple[dict[str, torch.
     for k, v in sd.items():
         if k not in own:
             report.unexpected.append(k)
-        elif v.shape != own[k].shape and not _resizable_table(k):
+        elif v.shape != own[k].shape and not _resizable_table(k, v.shape, own[k].shape):
             report.shape_mismatch.append((k, tuple(v.shape), tuple(own[k].shape)))
         else:
             usable[k] = v
@@ -199,7 +197,7 @@ def _match(model: nn.Module, source, key_map, use_ema) -> tuple[dict[str, torch.
 def load_matching(model: nn.Module, source: str | os.PathLike | dict, key_map="auto", use_ema: bool = False) -> LoadReport:
     """Copy every tensor of ``source`` whose name and shape match the model; report the rest.
     Position tables of another resolution are resized by the model's own loading hooks."""
-    usable, report = _match(model, source, key_map, use_ema)
+    usable, report = match_weights(model, source, key_map, use_ema)
     model.load_state_dict(usable, strict=False)
     return report
 
@@ -209,7 +207,7 @@ def load_weights(model: nn.Module, source: str | os.PathLike | dict, *, strict: 
     """Load a .safetensors / .pt / .pth file (ours, a ``botnet train`` checkpoint, torchvision, timm)
     into ``model``. ``strict=False`` loads what matches and reports the rest (``load_matching``);
     ``strict=True`` raises ValueError, leaving the model untouched, unless every tensor matches both ways."""
-    usable, report = _match(model, source, key_map, use_ema)
+    usable, report = match_weights(model, source, key_map, use_ema)
     if strict and not report.complete:
         where = source if not isinstance(source, dict) else "the state dict"
         raise ValueError(f"{where} does not match {getattr(model, 'model_name', type(model).__name__)}: {report.summary()}")
@@ -217,8 +215,11 @@ def load_weights(model: nn.Module, source: str | os.PathLike | dict, *, strict: 
     return report
 
 
-def _resizable_table(name: str) -> bool:
-    return name.endswith(("pos.rel_height", "pos.rel_width", "pos.emb_height", "pos.emb_width"))
+def _resizable_table(name: str, file_shape, own_shape) -> bool:
+    """A position table of another length (another feature-map size) with the same head dimension:
+    the model's loading hook resizes it. Another head dimension is a model of another width."""
+    return (name.endswith(("pos.rel_height", "pos.rel_width", "pos.emb_height", "pos.emb_width"))
+            and len(file_shape) == len(own_shape) and tuple(file_shape[1:]) == tuple(own_shape[1:]))
 
 
 # saving ------------------------------------------------------------------------------------------
@@ -362,7 +363,7 @@ def load_model(source: str | os.PathLike | dict, *, use_ema: bool = False) -> tu
             raise ValueError(f"{where}: its card describes no classifier architecture (kind {card.get('kind')!r})")
     model = model_entrypoint(card["model_name"])(**card["architecture"])
     model.model_name = card["model_name"]
-    usable, report = _match(model, extract_state_dict(obj, use_ema), None, False)
+    usable, report = match_weights(model, extract_state_dict(obj, use_ema), None, False)
     if not report.complete:
         raise ValueError(f"{where} does not match the {card['model_name']} its card describes: {report.summary()}")
     model.load_state_dict(usable)
@@ -374,10 +375,8 @@ def checkpoint_kind(path: str | os.PathLike) -> tuple[str, dict | None]:
     another kind, the loaded content or None for a .safetensors file). A ``botnet train`` /
     ``det-train`` checkpoint says its kind; a weight file takes it from its card. Raises
     FileNotFoundError, or ValueError for a file that is neither."""
-    path = Path(path)
+    path = require_file(path, "checkpoint")
     if path.suffix.lower() == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
         return read_card(path, check_hash=False).get("kind", "classification"), None
     obj = _read_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
