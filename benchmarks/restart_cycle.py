@@ -83,7 +83,7 @@ def _steps(out: Path) -> dict[int, float]:
 
 
 def _train_cmd(runner: Path, out: Path, data: str) -> list[str]:
-    return [str(runner), "train", "--config", str(REPO / "configs" / "demo.yaml"), "--output", str(out),
+    return [str(runner), "train", "--config", "demo", "--output", str(out),
             "--data", data, "--resume", "auto", *OVERRIDES]
 
 

@@ -1,15 +1,15 @@
 """Recipes and overrides: typed, unknown keys rejected with the valid ones named."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from botnet.config import (ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config,
                            validate_config)
+from botnet.recipes import RECIPE_DIR
 
-RECIPES = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))  # the classification recipes (detection ones: test_recipes_name_their_task)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -106,8 +106,8 @@ def test_recipes_name_their_task(tmp_path, capsys):
     from botnet.config import recipe_task
     from botnet.detection.config import DetTrainConfig
 
-    configs = Path(__file__).parents[1] / "configs"
-    assert recipe_task(configs / "demo.yaml") == "classification"
+    configs = RECIPE_DIR
+    assert RECIPES and recipe_task(configs / "demo.yaml") == recipe_task("demo") == "classification"
     for path in sorted(configs.joinpath("detection").glob("*.yaml")):  # base_coco.yaml passes it on
         assert recipe_task(path) == "detection", path
         cfg = load_config(path, DetTrainConfig)
