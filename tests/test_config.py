@@ -1,17 +1,15 @@
 """Recipes and overrides: typed, unknown keys rejected with the valid ones named."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from botnet.config import (ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config, save_config,
                            validate_config)
-
 from botnet.recipes import RECIPE_DIR, find_recipe, recipe_names
 
-RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))
+RECIPES = sorted(RECIPE_DIR.glob("*.yaml"))  # the classification recipes (detection ones: test_recipes_name_their_task)
 assert RECIPES, f"no recipes found in {RECIPE_DIR}"
 
 

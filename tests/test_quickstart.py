@@ -4,22 +4,11 @@ import re
 from pathlib import Path
 
 import pytest
+from doc_snippets import python_blocks
 
 DOC = Path(__file__).parents[1] / "docs" / "quickstart.md"
 TEXT = DOC.read_text()
-
-
-def _blocks() -> list[tuple[str, str]]:
-    """(id from the section heading, code) for every python block."""
-    out = []
-    for m in re.finditer(r"^```python\n(.*?)^```", TEXT, re.S | re.M):
-        heads = re.findall(r"^## (.+)$", TEXT[: m.start()], re.M)
-        title = re.sub(r"\W+", "_", heads[-1].lower()).strip("_") if heads else "intro"
-        out.append((f"{title}_{sum(1 for t, _ in out if t.startswith(title))}", m.group(1)))
-    return out
-
-
-BLOCKS = _blocks()
+BLOCKS = python_blocks(TEXT)
 
 
 def test_the_quickstart_has_its_sections():

@@ -19,7 +19,18 @@ if _want:
     _ours = [n for n in _ours if any(fnmatch.fnmatch(n, p) for p in _want.split(","))]
 
 
+# timm's tests/test_models.py runs its two forward_intermediates tests on the models of the timm
+# modules in FEAT_INTER_FILTERS; timm files our entry points under module "_timm" (botnet.models._timm).
+# The list is read while the test file is imported, so it is extended here: a module filter that
+# names timm's own ResNet and BoTNet modules (that list) also selects ours.
+OUR_TIMM_MODULE = "_timm"
+FEAT_INTER_MARKERS = {"resnet", "byoanet"}
+
+
 def list_models(*args, **kwargs):
+    module = kwargs.get("module")
+    if module and not isinstance(module, str) and FEAT_INTER_MARKERS <= set(module):
+        kwargs["module"] = [*module, OUR_TIMM_MODULE]
     names = _orig(*args, **kwargs)
     return [n for n in names if n.split(".")[0] in _ours]
 

@@ -18,7 +18,7 @@ from .. import __version__
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS: tuple[str, ...] = ("models", "train", "predict", "attention", "export", "shards")
+COMMANDS: tuple[str, ...] = ("models", "train", "recipes", "predict", "attention", "export", "shards")
 
 
 def build_parser() -> argparse.ArgumentParser:

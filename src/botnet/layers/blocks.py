@@ -95,6 +95,7 @@ class Bottleneck(_Residual):
         mid_attn: Layer | None = None,
     ):
         super().__init__()
+        self.stride = stride
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(in_chs, planes, 1, stride=s1, bias=False)
         self.bn1 = norm_layer(planes)

@@ -93,6 +93,20 @@ class _PosEmb2d(nn.Module):
         for name in self.table_names:
             nn.init.normal_(getattr(self, name), std=self.head_dim**-0.5)
 
+    def set_feat_size(self, feat_size: int | tuple[int, int]) -> None:
+        """Resize the tables in place to a (H, W) map (the resize a state dict saved at the old size
+        gets when loaded into a module built at the new one); the parameters are new tensors."""
+        size = _as_pair(feat_size)
+        if min(size) < 1:
+            raise ValueError(f"feat_size must be positive, got {size}")
+        for name, s in zip(self.table_names, size):
+            old = getattr(self, name)
+            with torch.no_grad():
+                new = resize_pos_table(old.detach(), self._table_len(s))
+            if new.shape != old.shape:
+                setattr(self, name, nn.Parameter(new.clone(), requires_grad=old.requires_grad))
+        self.feat_size = size
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Accept tables saved for another feature size: resize them to this module's size.
         for name, size in zip(self.table_names, self.feat_size):

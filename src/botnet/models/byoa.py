@@ -129,6 +129,8 @@ class ByoaNet(StagedNet):
     Shapes: forward (B, in_chans, H, W) -> (B, num_classes); forward_features -> (B, num_features, H/32, W/32).
     """
 
+    ceil_sizes = False  # the tables are built for floor(H / stride) (timm's byoanet)
+
     def __init__(self, cfg: ByoaCfg, num_classes: int = 1000, in_chans: int = 3, img_size: int | tuple[int, int] = 256,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, act_layer: Callable[..., nn.Module] | None = None,
                  norm_layer: Callable[..., nn.Module] | None = None, zero_init_last: bool = True, global_pool: str = "avg"):

@@ -15,7 +15,27 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["FeatureInfo", "FeatureListNet", "resolve_out_indices"]
+__all__ = ["FeatureInfo", "FeatureListNet", "resolve_out_indices", "take_indices"]
+
+
+def take_indices(n: int, indices: int | Sequence[int] | None = None) -> tuple[list[int], int]:
+    """The feature indices ``forward_intermediates`` / ``prune_intermediate_layers`` take, with
+    timm's semantics (``timm.models._features.feature_take_indices``, which lives in a private timm
+    module and needs timm; tests/models/test_intermediates.py checks the two agree): None takes all
+    ``n``, an int ``k`` the last ``k``, a sequence those indices (negative ones count from the end;
+    order and repeats kept). Returns (indices, their maximum)."""
+    if indices is None:
+        indices = n
+    if isinstance(indices, int):
+        if not 0 < indices <= n:
+            raise ValueError(f"indices={indices} asks for the last {indices} of {n} features (1 to {n})")
+        take = list(range(n - indices, n))
+    else:
+        take = [n + i if i < 0 else i for i in indices]
+        bad = [i for i in take if not 0 <= i < n]
+        if bad or not take:
+            raise ValueError(f"feature indices must be in [{-n}, {n - 1}] (0: stem, 1-4: layer1-4), got {list(indices)}")
+    return take, max(take)
 
 
 def resolve_out_indices(out_indices: int | Sequence[int], n: int) -> tuple[int, ...]:

@@ -1,7 +1,9 @@
 """The model contract shared by our classifiers (timm's): a stem, four stages ``layer1``..``layer4``
 (c2..c5), optional ``final_features`` (a 1x1 conv in the timm ResNet-T family), global pooling and
 ``fc``; ``forward_features``, ``forward_head(pre_logits)``, ``reset_classifier``, ``num_features``,
-``head_hidden_size``, ``feature_info`` and ``forward_pyramid`` (c2..c5 for detection).
+``head_hidden_size``, ``feature_info`` and ``forward_pyramid`` (c2..c5 for detection); timm's current
+feature interface, ``forward_intermediates`` and ``prune_intermediate_layers`` (what timm's
+``features_only=True, feature_cls="getter"`` and downstream frameworks call), and ``set_input_size``.
 
 Input checks raise one-line ValueErrors for a wrong channel count or a size the attention
 pooling cannot take. They are written so that ``torch.fx`` symbolic tracing keeps them
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from ..layers import BoTBlock, Bottleneck, MHSA2d, NonLocal2d
+from .features import take_indices
 
 __all__ = ["StagedNet", "check_input", "input_size_error", "GLOBAL_POOLS"]
 
@@ -58,6 +61,8 @@ class StagedNet(nn.Module):
     Shapes: forward (B, in_chans, H, W) -> (B, num_classes), (B, num_features) with num_classes=0,
     or (B, num_features, h, w) with num_classes=0 and global_pool="".
     """
+
+    ceil_sizes: bool = True  # map sizes round up through strides (ResNet), or down (ByoaNet's tables)
 
     def check_input_size(self, size: tuple[int, int]) -> None:
         """Raise ValueError naming the sizes that work when (H, W) cannot."""
@@ -136,3 +141,93 @@ class StagedNet(nn.Module):
             raise ValueError("global_pool='' (no pooling) needs num_classes=0: the classifier takes pooled features")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    # timm's feature interface (timm/models/resnet.py, byobnet.py): index 0 is the stem feature
+    # (feature_info[0]), 1-4 are layer1..layer4 (c2..c5), as features_only's out_indices.
+
+    def stem_layers(self) -> list[tuple[str, nn.Module]]:
+        """The stem's modules in order (every top-level child before ``layer1``)."""
+        out = []
+        for name, module in self.named_children():
+            if name == "layer1":
+                break
+            out.append((name, module))
+        return out
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's ``forward_intermediates``: the feature maps of ``indices`` (None: all 5; int k: the
+        last k; a list: those, negative from the end) in forward order, with the final features.
+
+        Args:
+            x: (B, in_chans, H, W).
+            norm: no final norm layer in these models: nothing to apply (accepted as timm's resnet does).
+            stop_early: stop after the last stage asked for (the returned features are then that map).
+            output_fmt: "NCHW" only.
+            intermediates_only: return only the list.
+        Returns:
+            (forward_features(x), [(B, channels_i, H / reduction_i, W / reduction_i), ...]) or the list.
+            Index 4 is ``layer4`` as ``feature_info`` says (before a ``final_features`` conv, which the
+            returned features include: timm's byobnet with ``exclude_final_conv=True``).
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take, max_index = take_indices(len(self.feature_info), indices)
+        x = check_input(x, self.in_chans, self.size_divisor)
+        tap = self.feature_info[0]["module"]
+        intermediates = []
+        for name, module in self.stem_layers():
+            x = module(x)
+            if name == tap and 0 in take:
+                intermediates.append(x)
+        stages = [self.layer1, self.layer2, self.layer3, self.layer4]
+        if stop_early:
+            stages = stages[:max_index]
+        for i, stage in enumerate(stages, 1):
+            x = stage(x)
+            if i in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return (self.final_features(x) if len(stages) == 4 else x), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """timm's ``prune_intermediate_layers``: drop the stages after the last index kept (empty
+        ``nn.Sequential``), the stem layers after its tap when only the stem is kept, and the final
+        conv; ``num_features`` becomes the last kept map's width. The classifier goes (``num_classes``
+        0, no pooling) with ``prune_head`` or when the end was pruned. ``prune_norm``: no final norm
+        here. Returns the kept indices (absolute)."""
+        take, max_index = take_indices(len(self.feature_info), indices)
+        for i in range(max_index + 1, 5):
+            setattr(self, f"layer{i}", nn.Sequential())
+        if max_index == 0:
+            names = [n for n, _ in self.stem_layers()]
+            for name in names[names.index(self.feature_info[0]["module"]) + 1:]:
+                setattr(self, name, nn.Identity())
+        prune_end = max_index < 4
+        if prune_end:
+            self.final_features = nn.Identity()
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take
+
+    def set_input_size(self, img_size) -> None:
+        """Rebuild the model for ``img_size`` ((H, W) or int) in place: the position tables of every
+        attention layer are resized to the map it sees at that size (as ``load_state_dict`` of the old
+        weights into a model built at ``img_size`` would), ``img_size`` is updated. Other sizes still
+        run (the tables are resized per call); this makes ``img_size`` the one that needs no resize."""
+        size = (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
+        self.check_input_size(size)
+
+        def down(s: tuple[int, int], stride: int) -> tuple[int, int]:
+            return (-(-s[0] // stride), -(-s[1] // stride)) if self.ceil_sizes else (s[0] // stride, s[1] // stride)
+
+        feat = down(size, 4)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                pos = getattr(getattr(block, "attn", None), "pos", None)
+                if pos is not None:
+                    pos.set_feat_size(feat)
+                feat = down(feat, getattr(block, "stride", 1))
+        self.img_size = size
