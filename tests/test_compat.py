@@ -82,3 +82,10 @@ def test_v2_transform_runs_its_public_hooks():
     out, target = AddSize()(image, {"labels": labels})
     assert out.shape == (3, 2, 5) and bool((out == 7).all())  # 2 + 5
     assert target["labels"] is labels  # pure tensors beside an image pass through
+
+
+def test_restore_ieee_denormals_undoes_flush_to_zero():
+    tiny = 5e-324  # the smallest subnormal double
+    torch.set_flush_denormal(True)  # what loading a -ffast-math library does (False where unsupported)
+    compat.restore_ieee_denormals()
+    assert tiny * 2 > 0 and float(torch.tensor([tiny], dtype=torch.float64) * 2) > 0

@@ -20,6 +20,9 @@ What is here (the newest API, and the release it appeared in):
   ``_transform``);
 - ``HAS_FLEX`` / ``FLEX_MISSING`` / ``flex_attention``: ``torch.nn.attention.flex_attention``
   (torch 2.5): the ``flex`` MHSA kernel is accepted only where it exists;
+- ``restore_ieee_denormals``: torch 2.4's inductor builds its CPU kernels with ``-ffast-math``,
+  and loading them (the first call of a ``torch.compile``d model) turns on flush-to-zero for the
+  whole thread; this turns it back off (newer torch does not set it);
 - ``TORCH_VERSION`` / ``TORCHVISION_VERSION``: (major, minor) of the installed pair.
 """
 
@@ -33,7 +36,7 @@ import torchvision
 from torchvision.transforms import v2
 
 __all__ = ["TORCH_VERSION", "TORCHVISION_VERSION", "HAS_FLEX", "FLEX_MISSING", "flex_attention",
-           "total_norm", "query_size", "V2Transform"]
+           "total_norm", "query_size", "V2Transform", "restore_ieee_denormals"]
 
 
 def _major_minor(version: str) -> tuple[int, int]:
@@ -102,3 +105,11 @@ class V2Transform(v2.Transform):
 
         def _transform(self, inpt, params: dict):
             return self.transform(inpt, params)
+
+
+def restore_ieee_denormals() -> None:
+    """Turn flush-to-zero / denormals-are-zero off again on this thread (``torch.set_flush_denormal(
+    False)``; a no-op when they are off). torch 2.4's inductor compiles its CPU kernels with
+    ``-ffast-math``, and with GCC < 13 loading such a library sets both for the process's thread:
+    every later float operation (torch, NumPy, Python) then flushes subnormals to zero."""
+    torch.set_flush_denormal(False)
