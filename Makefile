@@ -4,8 +4,12 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The floor pair (torch 2.4.1 + torchvision 0.19.1, constraints-floor.txt) in a second venv.
+FLOOR_VENV  ?= .venv-floor
+FLOOR_BIN   := $(FLOOR_VENV)/bin
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
 
-.PHONY: demo det-demo test test-demo fuzz venv paper clean
+.PHONY: demo det-demo test test-floor test-demo fuzz venv venv-floor paper clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
@@ -15,6 +19,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(FLOOR_STAMP): pyproject.toml constraints-floor.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
+	test -x $(FLOOR_BIN)/python || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_BIN)/python -m pip install -qq --upgrade pip
+	$(FLOOR_BIN)/python -m pip install -qq -e ".[dev]" -c constraints-floor.txt
+	touch $(FLOOR_STAMP)
+
+venv-floor: $(FLOOR_STAMP)
 
 # Train botnet_tiny on the built-in shapes data (generated on first use), then evaluate it.
 # Running it again continues an unfinished demo run or just re-evaluates a finished one.
@@ -44,9 +57,14 @@ test: $(STAMP)
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/layers/test_fuzz.py
 
+# The whole suite again on the oldest supported pair, torch 2.4.1 + torchvision 0.19.1, in .venv-floor:
+# pyproject declares torch>=2.4,<2.15 and this keeps its lower end honest.
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_BIN)/python -m pytest -q
+
 # The README demos run in full, checking the numbers the README states (about 22 minutes on 2 cores).
 test-demo: $(STAMP)
 	$(BIN)/python -m pytest -q -m demo
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) build src/*.egg-info .pytest_cache

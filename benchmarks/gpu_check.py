@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package be
 from suite.models import ModelSpec, make_train_step  # noqa: E402
 from suite.report import machine_info, write_doc  # noqa: E402
 from suite.timing import interleaved, summarize  # noqa: E402
-from botnet.layers import MHSA2d, use_kernel  # noqa: E402
+from botnet.layers import CANDIDATE_KERNELS, MHSA2d, use_kernel  # noqa: E402
 from botnet.layers.fused_attn import fold_attention  # noqa: E402
 
-KERNELS = ("reference", "chunked", "sdpa_bias", "sdpa_fold", "flex")
+# flex where this torch has FlexAttention (torch >= 2.5; botnet.compat.HAS_FLEX)
+KERNELS = ("reference", "chunked", "sdpa_bias", "sdpa_fold", *CANDIDATE_KERNELS)
 CASES = ((8, 14), (1, 32), (1, 64))  # BoT50 c5 at 224 (batch 8), at 512 and 1024
 TINY_CASES = ((2, 4),)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -1,6 +1,7 @@
 """The fused-kernel forms (botnet.layers.fused_attn) against the brute-force reference: the
 zero-padded ``sdpa_fold`` (outputs and gradients, float32 and bfloat16, and that the padding makes
-SDPA's flash kernel eligible) and the ``flex`` candidate (forward; FlexAttention has no CPU backward)."""
+SDPA's flash kernel eligible) and the ``flex`` candidate (forward; FlexAttention has no CPU backward;
+torch 2.4 has no FlexAttention: there the flex tests are skipped and the kernel must be refused)."""
 
 import copy
 
@@ -8,10 +9,12 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from botnet.layers import MHSA2d, use_kernel
+from botnet.compat import FLEX_MISSING, HAS_FLEX
+from botnet.layers import CANDIDATE_KERNELS, MHSA2d, use_kernel
 from botnet.layers.fused_attn import flex_attention_rel, fold_attention, fold_width
 from reference import mhsa_reference
 
+needs_flex = pytest.mark.skipif(not HAS_FLEX, reason=FLEX_MISSING)
 SWITCHES = [(p, c) for p in ("relative", "absolute", "none") for c in (True, False) if p != "none" or c]
 
 
@@ -82,6 +85,7 @@ def test_padded_fold_gradients_on_the_flash_kernel():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
 
 
+@needs_flex
 @pytest.mark.parametrize("pos_enc,content", SWITCHES)
 @pytest.mark.parametrize("size", [(4, 4), (3, 5)])
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -98,6 +102,7 @@ def test_flex_matches_bruteforce_forward(pos_enc, content, size):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@needs_flex
 @pytest.mark.slow
 def test_flex_kernel_compiled_matches_bruteforce():
     """The compiled FlexAttention kernel (inductor on CPU, about 20 s to compile), via the layer."""
@@ -108,10 +113,22 @@ def test_flex_kernel_compiled_matches_bruteforce():
         torch.testing.assert_close(m(x), mhsa_reference(m, x), atol=1e-5, rtol=1e-5)
 
 
+@needs_flex
 def test_flex_refuses_backward_on_cpu_with_a_clear_error():
     m = MHSA2d(8, num_heads=2, feat_size=3)
     with use_kernel("flex"), pytest.raises(RuntimeError, match="no backward on CPU"):
         m(torch.randn(1, 8, 3, 3))
+
+
+@pytest.mark.skipif(HAS_FLEX, reason="this torch has FlexAttention: the flex kernel is accepted")
+def test_flex_is_refused_with_its_reason_where_torch_has_no_flex_attention():
+    assert CANDIDATE_KERNELS == ()
+    for make in (lambda: MHSA2d(8, num_heads=2, feat_size=3, kernel="flex"), lambda: use_kernel("flex").__enter__()):
+        with pytest.raises(ValueError, match=r"kernel 'flex' needs torch.nn.attention.flex_attention \(torch >= 2.5\)"):
+            make()
+    with pytest.raises(RuntimeError, match="needs torch.nn.attention.flex_attention"):
+        flex_attention_rel(*torch.randn(3, 1, 1, 4, 2), None, None)
+    assert MHSA2d(8, num_heads=2, feat_size=3).resolved_kernel(torch.device("cpu")) == "chunked"  # auto
 
 
 def test_sdpa_fold_kernel_output_is_unpadded():

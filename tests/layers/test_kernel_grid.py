@@ -25,12 +25,8 @@ from botnet.layers import chunked_attn
 from botnet.layers.mhsa import AUTO_ORDER, kernel_handles
 from reference import mhsa_dense_reference, mhsa_reference
 
-try:
-    from botnet.layers.fused_attn import flex_attention_rel
-    import torch.nn.attention.flex_attention  # noqa: F401  (absent before torch 2.5)
-    HAS_FLEX = True
-except ImportError:
-    HAS_FLEX = False
+from botnet.compat import HAS_FLEX
+from botnet.layers.fused_attn import flex_attention_rel
 
 SWITCHES = [(p, c) for p in ("relative", "absolute", "none") for c in (True, False) if p != "none" or c]
 SMALL = [(1, 1), (1, 2), (2, 1), (1, 5), (5, 1), (3, 1), (1, 3), (2, 2), (3, 5), (5, 3), (2, 7), (7, 2), (4, 4)]

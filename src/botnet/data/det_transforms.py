@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
+from ..compat import V2Transform, query_size
+
 __all__ = ["PAPER_SCALE_RANGES", "SIZE_DIVISOR", "build_det_transforms", "fit_size", "ScaleJitterCrop"]
 
 SIZE_DIVISOR = 32  # the backbone's output stride: C5 (where the MHSA blocks are) is size / 32
@@ -67,7 +69,7 @@ def fit_size(height: int, width: int, side: float) -> list[int]:
     return [max(1, int(math.floor(height * scale + 0.5))), max(1, int(math.floor(width * scale + 0.5)))]
 
 
-class ScaleJitterCrop(v2.Transform):
+class ScaleJitterCrop(V2Transform):
     """TPU scale jitter: resize to ``fit_size(H, W, round(U(scale_range) * size))`` (bilinear, no
     antialiasing; masks nearest), then crop to at most ``size`` x ``size`` at a random offset
     ``floor(U(0, 1) * max(0, side - size))`` per side. No padding (the model pads after normalising)."""
@@ -77,7 +79,7 @@ class ScaleJitterCrop(v2.Transform):
         self.size, self.scale_range = size, scale_range
 
     def make_params(self, flat_inputs: list) -> dict:
-        height, width = v2.query_size(flat_inputs)
+        height, width = query_size(flat_inputs)
         lo, hi = self.scale_range
         desired = math.floor(float(torch.empty(()).uniform_(lo, hi)) * self.size + 0.5)
         h, w = fit_size(height, width, float(max(desired, 1)))

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from ..compat import total_norm
 from .distributed import DistInfo, flags_by_rank
 
 __all__ = [
@@ -320,7 +321,7 @@ class NonFiniteGuard:
                 flags.append(torch.stack([t.to(dev) for t in terms.values()]).isfinite().all())
             if grads:
                 # inf-norm (max |g|): NaN and Inf propagate, and it cannot overflow as a 2-norm can
-                flags.append(torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf)).to(dev))
+                flags.append(torch.isfinite(total_norm(grads, norm_type=math.inf)).to(dev))
             local_bad = not bool(torch.stack(flags).all())
         by_rank = flags_by_rank(local_bad, dist, device)
         snapshot, self._buffers = self._buffers, None

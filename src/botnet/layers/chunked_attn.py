@@ -78,11 +78,14 @@ class _ChunkedAttention(torch.autograd.Function):
         rows = _block_rows(g, n, elem, chunk_bytes)
         outs, p = [], None
         v = kv[:, -1]  # (G, dv, N)
-        for s in range(0, n, rows):
-            e = min(s + rows, n)
-            p = _softmax_(_logits(q, kv, lh, lw, has_k, s, e))
-            outs.append(torch.bmm(v, p.transpose(1, 2)))  # (G, dv, c)
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
+        # no_grad: what eager autograd.Function.forward runs under anyway; torch 2.4's dynamo traced
+        # this body with grad enabled, where the out= writes below are refused for inputs needing grad
+        with torch.no_grad():
+            for s in range(0, n, rows):
+                e = min(s + rows, n)
+                p = _softmax_(_logits(q, kv, lh, lw, has_k, s, e))
+                outs.append(torch.bmm(v, p.transpose(1, 2)))  # (G, dv, c)
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
         keep_p = rows >= n and g * n * n * elem <= save_bytes
         ctx.has_k, ctx.rows = has_k, rows
         ctx.has_pos = lh is not None

@@ -17,6 +17,7 @@ position logits of ``botnet.layers.pos_embed``). Two exact ways to hand that to 
   ``score_mod`` that adds row[b, h, i, key // W] + col[b, h, i, key % W] to each score; fused when
   run under ``torch.compile``. In torch 2.14 FlexAttention has no backward on CPU, so there the
   kernel is inference-only (the CUDA check in benchmarks/gpu_check.sh covers its gradients).
+  torch 2.4 has no public FlexAttention: there the kernel is refused (``botnet.compat.HAS_FLEX``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import functools
 
 import torch
 import torch.nn.functional as F
+
+from ..compat import flex_attention
 
 __all__ = ["axis_onehots", "fold_width", "fold_attention", "flex_attention_rel"]
 
@@ -81,9 +84,7 @@ def fold_attention(q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor,
 
 @functools.cache
 def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False)
+    return torch.compile(flex_attention(), dynamic=False)
 
 
 def flex_attention_rel(q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor,
@@ -93,10 +94,10 @@ def flex_attention_rel(q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor,
     Without content (``k`` None) the keys are zeros, so q . k adds 0. ``compile``: run the fused
     kernel (``torch.compile(flex_attention)``, compiled once per shape); inside a compiled model
     FlexAttention is traced into the model's graph either way. Raises RuntimeError for a backward
-    on CPU, which torch 2.14's FlexAttention does not have.
+    on CPU, which torch 2.14's FlexAttention does not have, and where this torch has no
+    FlexAttention (torch 2.4: ``botnet.compat.FLEX_MISSING``).
     """
-    from torch.nn.attention.flex_attention import flex_attention
-
+    eager = flex_attention()
     if q.device.type == "cpu" and torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (q, k, v, row, col)):
         raise RuntimeError("the flex MHSA kernel has no backward on CPU in this torch (FlexAttention "
@@ -110,5 +111,5 @@ def flex_attention_rel(q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor,
         def score_mod(score, bi, hi, qi, ki):
             return score + row[bi, hi, qi, ki // width] + col[bi, hi, qi, ki % width]
 
-    fn = flex_attention if (not compile or torch.compiler.is_compiling()) else _compiled_flex()
+    fn = eager if (not compile or torch.compiler.is_compiling()) else _compiled_flex()
     return fn(q, k, v, score_mod=score_mod, scale=1.0)

@@ -25,7 +25,9 @@ part (W), so they never need an N x N table of offsets. Four exact kernels compu
 
 A candidate fifth kernel, ``flex`` (``CANDIDATE_KERNELS``), runs ``flex_attention`` with a
 ``score_mod`` adding the row and column logits; it is fused under ``torch.compile`` and, in torch
-2.14, has no backward on CPU, so ``auto`` never picks it.
+2.14, has no backward on CPU, so ``auto`` never picks it. It exists only where torch has
+FlexAttention (torch >= 2.5, ``botnet.compat.HAS_FLEX``); on torch 2.4 ``CANDIDATE_KERNELS`` is
+empty and asking for ``flex`` is a ValueError that says why.
 
 ``kernel="auto"`` (the default) takes the first kernel of ``AUTO_ORDER[device type]`` that
 ``kernel_handles`` the call: ``chunked`` on CPU, where it measured fastest from 14x14 to 64x64 in
@@ -46,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import FLEX_MISSING, HAS_FLEX
 from .chunked_attn import chunked_attention
 from .fused_attn import axis_onehots, flex_attention_rel, fold_attention
 from .pos_embed import AbsPosEmb2d, RelPosEmb2d
@@ -54,12 +57,20 @@ __all__ = ["MHSA2d", "POS_ENCODINGS", "KERNELS", "CANDIDATE_KERNELS", "AUTO_ORDE
 
 POS_ENCODINGS = ("relative", "absolute", "none")
 KERNELS = ("auto", "reference", "chunked", "sdpa_bias", "sdpa_fold")
-# accepted by MHSA2d and use_kernel, never picked by "auto": flex has no backward on CPU in torch 2.14
-CANDIDATE_KERNELS = ("flex",)
+# accepted by MHSA2d and use_kernel, never picked by "auto": flex has no backward on CPU in torch 2.14;
+# only where torch has FlexAttention (torch >= 2.5)
+CANDIDATE_KERNELS = ("flex",) if HAS_FLEX else ()
 _ALL_KERNELS = KERNELS + CANDIDATE_KERNELS
 # the kernels "auto" tries, in order, by device type; "reference" handles every call
 AUTO_ORDER = {"cpu": ("chunked", "sdpa_fold", "reference"), "cuda": ("sdpa_fold", "chunked", "reference")}
 _forced_kernel: str | None = None
+
+
+def _check_kernel(name: str) -> None:
+    if name == "flex" and not HAS_FLEX:
+        raise ValueError(FLEX_MISSING)
+    if name not in _ALL_KERNELS:
+        raise ValueError(f"kernel must be one of {_ALL_KERNELS}, got {name!r}")
 
 
 def kernel_handles(kernel: str, size: tuple[int, int], device: torch.device, needs_grad: bool) -> bool:
@@ -79,8 +90,7 @@ def kernel_handles(kernel: str, size: tuple[int, int], device: torch.device, nee
 def use_kernel(name: str):
     """Run every MHSA2d inside the block with kernel ``name`` (one of KERNELS)."""
     global _forced_kernel
-    if name not in _ALL_KERNELS:
-        raise ValueError(f"kernel must be one of {_ALL_KERNELS}, got {name!r}")
+    _check_kernel(name)
     previous, _forced_kernel = _forced_kernel, name
     try:
         yield
@@ -121,8 +131,7 @@ class MHSA2d(nn.Module):
         kernel: str = "auto",
     ):
         super().__init__()
-        if kernel not in _ALL_KERNELS:
-            raise ValueError(f"kernel must be one of {_ALL_KERNELS}, got {kernel!r}")
+        _check_kernel(kernel)
         self.kernel = kernel
         if pos_enc not in POS_ENCODINGS:
             raise ValueError(f"pos_enc must be one of {POS_ENCODINGS}, got {pos_enc!r}")
