@@ -10,7 +10,8 @@
 #   slurmctld, then slurmd                   (one slurmd only: a second one on the same host makes
 #                                             launches fail with "Job credential replayed")
 #
-# Without root, or without apt, it says so and exits 0: the SLURM tests then skip (no sbatch).
+# Without root or apt, or when the cluster does not come up, it says so and exits 0: the SLURM
+# tests then skip, saying why (tests/slurm_cluster.py).
 set -euo pipefail
 
 log() { echo "slurm-setup: $*"; }
@@ -26,8 +27,11 @@ if ! command -v sbatch >/dev/null || ! command -v slurmd >/dev/null || ! command
         exit 0
     fi
     log "installing slurm-wlm and munge"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }; then
+        log "could not install slurm-wlm + munge; the SLURM tests will skip"
+        exit 0
+    fi
 fi
 
 up() { scontrol ping 2>/dev/null | grep -q UP && sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; }
@@ -99,5 +103,5 @@ for _ in $(seq 1 100); do
 done
 scontrol update nodename="$host" state=resume 2>/dev/null || true
 sleep 1
-up || { log "slurmd did not come up; see /var/log/slurm/"; sinfo; exit 1; }
+up || { log "no node came up (see /var/log/slurm/); the SLURM tests will skip"; sinfo || true; exit 0; }
 log "running: $(sinfo -h -o '%N %c CPUs %T')"

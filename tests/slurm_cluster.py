@@ -15,6 +15,9 @@ def cluster_up() -> str | None:
     ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
     if "UP" not in ping.stdout:
         return "slurmctld does not answer (start the cluster: .ci/slurm-setup.sh)"
+    nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.split()
+    if not set(nodes) & {"idle", "mixed", "allocated"}:
+        return f"no SLURM node is up (sinfo: {' '.join(nodes) or 'nothing'}; see .ci/slurm-setup.sh)"
     return None
 
 
