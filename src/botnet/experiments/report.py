@@ -48,7 +48,7 @@ def _counts(cfg: dict, run_dir: Path) -> tuple[float | None, float | None]:
             if classes:
                 kwargs["num_classes"] = classes
             prof = profile_model(model["name"], data.get("img_size"), **kwargs)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RuntimeError):  # a model the counter cannot build: no counts
         return None, None
     return prof.params / 1e6, prof.madds / 1e9
 
