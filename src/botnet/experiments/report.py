@@ -44,7 +44,7 @@ def _counts(cfg: dict, run_dir: Path) -> tuple[float | None, float | None]:
             prof = profile_model(backbone, data.get("img_size"), **model.get("backbone_kwargs", {}))
         else:
             kwargs = dict(model.get("kwargs", {}))
-            classes = _classes(run_dir)
+            classes = _classes(run_dir, data)
             if classes:
                 kwargs["num_classes"] = classes
             prof = profile_model(model["name"], data.get("img_size"), **kwargs)
@@ -53,10 +53,18 @@ def _counts(cfg: dict, run_dir: Path) -> tuple[float | None, float | None]:
     return prof.params / 1e6, prof.madds / 1e9
 
 
-def _classes(run_dir: Path) -> int | None:
+def _classes(run_dir: Path, data: dict) -> int | None:
+    """The run's number of classes: its checkpoint's, else its data folder's (ROOT/train/<class>/),
+    else the built-in shapes' when it trains on them; None when unknown."""
     path = run_dir / "last.pt"
     if not path.is_file():
-        return None
+        root = data.get("root")
+        if root is None and data.get("builtin", "shapes") == "shapes":
+            from ..data.builtin import BUILTIN_CLASSES
+
+            return len(BUILTIN_CLASSES)
+        train = Path(str(root)) / "train"
+        return sum(1 for p in train.iterdir() if p.is_dir()) or None if train.is_dir() else None
     import torch
 
     try:

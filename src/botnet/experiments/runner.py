@@ -130,11 +130,31 @@ def run_one(out: str | Path, name: str, nproc: int = 1, on_start: Callable[[subp
 def run_local(out: str | Path, names: list[str] | None = None, nproc: int = 1,
               report: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict[str, str]:
     """Run the experiment's runs (``names``, default all) one after another on this machine, on
-    ``nproc`` processes each (torchrun when > 1); done runs are skipped. Stops at the first run that
-    ends unfinished (a signal stopped it). Returns {name: status}."""
+    ``nproc`` processes each (torchrun when > 1); done runs are skipped. SIGTERM / SIGUSR1 are passed
+    on to the training, which saves and stops; the sweep then stops too (as at any run that ends
+    unfinished). Returns {name: status}."""
     exp = read_plan(out)
-    statuses = {}
+    statuses, child, stop = {}, [], []
+
+    def on_signal(signum, frame):  # pass it on to the training (it saves and stops), then stop the sweep
+        stop.append(signum)
+        if child and child[-1].poll() is None:
+            child[-1].send_signal(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        _run_all(exp, out, names, nproc, report, statuses, child.append, stop)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return statuses
+
+
+def _run_all(exp: Experiment, out, names, nproc, report, statuses: dict, on_start, stop: list) -> None:
     for run in exp.runs:
+        if stop:
+            report(f"stopped by signal {stop[0]}: run the same command again to go on")
+            break
         if names is not None and run.name not in names:
             continue
         before = run_status(Path(out) / run.name)
@@ -144,8 +164,7 @@ def run_local(out: str | Path, names: list[str] | None = None, nproc: int = 1,
             continue
         report(f"{run.name}: {'resuming' if before == 'unfinished' else 'starting'} "
                f"({run.base} {' '.join(run.overrides)})")
-        statuses[run.name] = status = run_one(out, run.name, nproc)
+        statuses[run.name] = status = run_one(out, run.name, nproc, on_start)
         report(f"{run.name}: {status}")
         if status == "unfinished":
             break
-    return statuses
