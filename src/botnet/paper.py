@@ -1,5 +1,6 @@
 """The paper's parameter and multiply-add counts (Tables 1, 10, 14 and footnote 10) as data,
-and their comparison with ours. docs/paper-fidelity.md explains every row that does not reproduce.
+and their comparison with ours; its results (AP, top-1, step time of Tables 4, 5, 8, 10-12, 14)
+as data for ``botnet experiment report``. docs/paper-fidelity.md explains every row that does not reproduce.
 
 Conventions found by reconciling the tables (docs/paper-fidelity.md):
 - "Params" are parameters outside normalization layers (ResNet-152: 60.041M vs 60.04M printed);
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 
 from .counter import Profile, profile_model
 
-__all__ = ["PaperRow", "PAPER_ROWS", "PARAMS_TOL", "MADDS_TOL", "compare_row", "compare_all"]
+__all__ = ["PaperRow", "PAPER_ROWS", "PARAMS_TOL", "MADDS_TOL", "compare_row", "compare_all", "PaperResult", "PAPER_RESULTS",
+           "PAPER_CAPTIONS", "paper_result", "paper_results"]
 
 PARAMS_TOL = 0.005  # relative
 MADDS_TOL = 0.01
@@ -124,3 +126,91 @@ def compare_row(row: PaperRow) -> dict:
 
 def compare_all(rows: tuple[PaperRow, ...] = PAPER_ROWS) -> list[dict]:
     return [compare_row(r) for r in rows]
+
+
+# -- the paper's results (accuracy, AP, step time), as printed ---------------------------------------
+@dataclass(frozen=True)
+class PaperResult:
+    """One row of a results table, its numbers exactly as the paper prints them (no deltas).
+
+    ``metrics`` maps the paper's column names (``AP^bb``, ``AP^mk``, ``top-1``, ``top-5``) to values;
+    ``step_ms`` is the paper's TPU-v3 step time in ms where the table has one (Table 5: "TC Time",
+    training compute step time on a v3-8; Table 14: compute time on one TPU-v3 core at batch 32)."""
+
+    table: str
+    label: str
+    metrics: dict
+    step_ms: float | None = None
+    note: str = ""
+
+
+def _ap(bb: float, mk: float) -> dict:
+    return {"AP^bb": bb, "AP^mk": mk}
+
+
+def _acc(top1: float, top5: float | None = None) -> dict:
+    return {"top-1": top1} if top5 is None else {"top-1": top1, "top-5": top5}
+
+
+PAPER_CAPTIONS = {
+    "4": "Table 4: relative position encoding ablation (Mask R-CNN, COCO, 1024, 36 epochs)",
+    "5": "Table 5: which c5 blocks get MHSA (Mask R-CNN, COCO, 1024, 36 epochs; TPU-v3 compute step time)",
+    "8": "Table 8: BoTNet vs Non-Local blocks (Mask R-CNN, COCO, 1024, 36 epochs)",
+    "10": "Table 10: ImageNet, canonical setting (100 epochs, batch 1024)",
+    "11": "Table 11: ImageNet, improved setting (200 epochs, RandAugment, label smoothing)",
+    "12": "Table 12: ImageNet, improved setting with SE and SiLU",
+    "14": "Table 14: ImageNet, EfficientNet training regime (TPU-v3 compute step time, batch 32 per core)",
+}
+
+PAPER_RESULTS: tuple[PaperResult, ...] = (
+    PaperResult("4", "R50", _ap(42.1, 37.7)),
+    PaperResult("4", "BoT50 qk^T", _ap(42.7, 38.3)),
+    PaperResult("4", "BoT50 qr^T relative", _ap(43.1, 38.4)),
+    PaperResult("4", "BoT50 qk^T + qr^T relative", _ap(43.6, 38.9)),
+    PaperResult("4", "BoT50 qk^T + qr^T abs", _ap(42.5, 38.1)),
+    PaperResult("5", "R50 [0,0,0]", _ap(42.1, 37.7), 786.5),
+    PaperResult("5", "BoT50 [0,0,1]", _ap(43.4, 38.6), 813.7),
+    PaperResult("5", "BoT50 [0,1,1]", _ap(43.4, 38.6), 843.87),
+    PaperResult("5", "BoT R50 [1,0,0]", _ap(43.7, 38.9), 983.2,
+                note="the printed row has its columns out of order; AP^mk 38.9 (+1.2) is the second number"),
+    PaperResult("5", "BoT50 [1,1,1]", _ap(43.6, 38.9), 1032.7),
+    PaperResult("5", "R101 [0,0,0]", _ap(43.3, 38.4), 928.7),
+    PaperResult("5", "BoT101 [1,1,1]", _ap(45.5, 40.4), 1174.9),
+    PaperResult("8", "R50", _ap(42.1, 37.7)),
+    PaperResult("8", "R50 + NL", _ap(43.1, 38.4)),
+    PaperResult("8", "R50 + BoT (c4)", _ap(43.7, 38.9)),
+    PaperResult("8", "R50 + BoT (c4, c5)", _ap(44.9, 39.7)),
+    PaperResult("8", "BoT50", _ap(43.6, 38.9)),
+    PaperResult("10", "R50", {}, note="the paper prints no top-1 for R50 (BoT50's +0.2 implies 76.8)"),
+    PaperResult("10", "BoT50", _acc(77.0)),
+    PaperResult("10", "BoT-S1-50", _acc(77.7)),
+    PaperResult("11", "R50", _acc(77.7, 93.9)),
+    PaperResult("11", "BoT50", _acc(78.3, 94.2)),
+    PaperResult("11", "BoT-S1-50", _acc(79.1, 94.4)),
+    PaperResult("12", "SE50", _acc(79.2, 94.6)),
+    PaperResult("12", "BoT50", _acc(79.6, 94.6)),
+    PaperResult("12", "BoT-S1-50", _acc(80.4, 95.0)),
+    *(PaperResult("14", label, _acc(t1, t5), ms) for label, t1, t5, ms in (
+        ("S0", 77.0, 93.5, 32.3), ("ResNet-50 224", 78.3, 94.3, 50.7), ("ResNet-50 256", 78.8, 94.5, 62.1),
+        ("SENet-50 224", 79.4, 94.6, 64.3), ("ResNet-101 224", 80.0, 95.0, 63.0), ("T3", 81.7, 95.8, 156.2),
+        ("ResNet-152 224", 81.3, 95.5, 85.6), ("S1", 81.4, 95.7, 71.1), ("S2", 82.2, 95.9, 97.7),
+        ("T4", 82.8, 96.3, 181.3), ("S3", 83.1, 96.4, 149.9), ("S4", 83.6, 96.6, 397.9), ("T5", 83.5, 96.5, 355.2),
+        ("S5", 83.8, 96.6, 397.9), ("T6", 84.0, 96.7, 578.1), ("T7-320", 84.2, 96.9, 634.3),
+        ("T7", 84.7, 97.0, 804.5),
+        ("B0", 77.1, 93.3, 35.6), ("B1", 79.1, 94.4, 58.8), ("B2", 80.1, 94.9, 74.6), ("B3", 81.6, 95.7, 120.8),
+        ("B4", 82.9, 96.4, 238.9), ("B5", 83.6, 96.7, 442.6), ("B6", 84.0, 96.8, 776.3), ("B7", 84.3, 97.0, 1478.4),
+        ("B7-RA", 84.7, 97.0, 1478.4))),
+)
+
+
+def paper_result(table: str, label: str) -> PaperResult | None:
+    """The row ``label`` of results table ``table`` ("4", "5", "8", "10"-"12", "14"), or None."""
+    for r in PAPER_RESULTS:
+        if r.table == table and r.label == label:
+            return r
+    return None
+
+
+def paper_results(table: str) -> list[PaperResult]:
+    """Every row of results table ``table``, in the paper's order."""
+    return [r for r in PAPER_RESULTS if r.table == table]

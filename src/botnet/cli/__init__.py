@@ -18,7 +18,7 @@ from .. import __version__
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS: tuple[str, ...] = ("models", "train", "recipes", "predict", "attention", "export", "shards")
+COMMANDS: tuple[str, ...] = ("models", "train", "recipes", "predict", "attention", "export", "shards", "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:

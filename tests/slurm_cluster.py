@@ -1,0 +1,49 @@
+"""The local SLURM cluster the SLURM tests submit to (.ci/slurm-setup.sh starts it): a skip marker
+when there is none, and the few scontrol/squeue calls the tests make."""
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+
+def cluster_up() -> str | None:
+    """None when jobs can be submitted here, else why not."""
+    if shutil.which("sbatch") is None:
+        return "no sbatch on PATH (no SLURM here; as root, .ci/slurm-setup.sh installs and starts a one-node cluster)"
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    if "UP" not in ping.stdout:
+        return "slurmctld does not answer (start the cluster: .ci/slurm-setup.sh)"
+    nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.split()
+    if not set(nodes) & {"idle", "mixed", "allocated"}:
+        return f"no SLURM node is up (sinfo: {' '.join(nodes) or 'nothing'}; see .ci/slurm-setup.sh)"
+    return None
+
+
+needs_slurm = pytest.mark.skipif(cluster_up() is not None, reason=str(cluster_up()))
+
+
+def job_state(job: str) -> str:
+    """squeue's state of ``job`` (PENDING, RUNNING, ...), or "" once it has left the queue."""
+    res = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def release_requeued(job: str, hold=None, timeout: float = 180.0) -> None:
+    """Wait until ``job`` is back in the queue, delete the ``hold`` file (tests/hooks/sitecustomize.py),
+    and start the job now: a requeued job would wait for its BeginTime (about two minutes)."""
+    t0 = time.monotonic()
+    while job_state(job) != "PENDING":
+        assert time.monotonic() - t0 < timeout, f"job {job} did not go back to the queue"
+        time.sleep(0.2)
+    if hold is not None:
+        hold.unlink()
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+
+
+def wait_gone(jobs: list[str], timeout: float = 600.0) -> None:
+    t0 = time.monotonic()
+    while any(job_state(j) for j in jobs):
+        assert time.monotonic() - t0 < timeout, f"jobs {jobs} still queued after {timeout} s"
+        time.sleep(0.5)
