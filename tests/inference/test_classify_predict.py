@@ -104,6 +104,7 @@ def test_detection_checkpoints_are_drawn(tmp_path, monkeypatch, capsys):
         yield {"image": str(paths[0]), "height": 4, "width": 4, "detections": [], "drawn": "x.png"}
 
     det.predict_to_folder = predict_to_folder
+    det.recall_summary = lambda records: None
     loading = types.ModuleType("botnet.detection.loading")
     loading.load_detector = lambda path, device: ("MODEL", {"classes": ["a", "b"]})
     monkeypatch.setitem(sys.modules, "botnet.detection.predict", det)

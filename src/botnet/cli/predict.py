@@ -65,7 +65,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_detection(args: argparse.Namespace) -> int:
     """Detections of every image: OUTPUT/<stem>_pred.png per image and OUTPUT/detections.json."""
     from ..detection.loading import load_detector
-    from ..detection.predict import predict_to_folder
+    from ..detection.predict import predict_to_folder, recall_summary
     from ..engine.loop import resolve_device
     from ..inference.classify import expand_image_paths
 
@@ -84,11 +84,17 @@ def _predict_detection(args: argparse.Namespace) -> int:
         records.append(rec)
         if "error" not in rec and not args.json:
             found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in rec["detections"]) or "nothing"
-            print(f"{rec['image']}: {len(rec['detections'])} detections ({found}) -> {rec['drawn']}")
+            gt = rec.get("ground_truth")
+            truth = f"; found {gt['found']} of {gt['counted']} ground-truth objects > 16 px" if gt else ""
+            print(f"{rec['image']}: {len(rec['detections'])} detections ({found}){truth} -> {rec['drawn']}")
     if args.json:
         print(json.dumps(records))
     else:
         print(f"detections of {len(records)} images: {out / 'detections.json'}")
+        recall = recall_summary(records)
+        if recall is not None and recall["counted"]:
+            print(f"ground truth: {recall['found']} of the {recall['counted']} objects larger than 16 x 16 px in "
+                  f"{recall['images']} images found ({100 * recall['recall']:.1f} %) at IoU >= 0.5, score >= {thresh:g}")
     if records and all("error" in r for r in records):
         print(f"botnet predict: none of the {len(records)} images could be read (first: {records[0]['image']}: "
               f"{records[0]['error']}); expected image files PIL can decode", file=sys.stderr)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["METRIC_NAMES", "ALL_METRIC_NAMES", "to_coco_results", "evaluate_coco", "evaluate_results_file", "format_coco_table"]
+__all__ = ["METRIC_NAMES", "ALL_METRIC_NAMES", "to_coco_results", "evaluate_coco", "evaluate_results_file", "format_coco_table",
+           "found_objects"]
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the table's columns
 ALL_METRIC_NAMES = METRIC_NAMES + ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # COCOeval.stats, in order
@@ -87,6 +88,38 @@ def evaluate_results_file(ann_file: str | Path, results_file: str | Path, iou_ty
         gt = COCO(str(ann_file))
     results = json.loads(Path(results_file).read_text())
     return evaluate_coco(gt, results, iou_types)
+
+
+def found_objects(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
+                  scores: torch.Tensor, iou_thresh: float = 0.5, score_thresh: float = 0.5,
+                  min_side: float = 16.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which ground-truth objects the detections find: (counted (N,) bool, found (N,) bool).
+
+    ``gt_boxes`` (N, 4) and ``boxes`` (D, 4) are xyxy pixels, ``gt_labels`` (N,) / ``labels`` (D,)
+    class ids, ``scores`` (D,). An object is counted when its box is larger than ``min_side`` x
+    ``min_side`` (both sides longer than ``min_side``); it is found when a detection of its class
+    scoring at least ``score_thresh`` overlaps it with box IoU >= ``iou_thresh``. Matching is
+    one-to-one and greedy, highest score first, each detection taking the unmatched object of its
+    class it overlaps most (as COCOeval matches). Recall = found[counted].sum() / counted.sum().
+    """
+    from torchvision.ops import box_iou
+
+    gt_boxes, boxes = gt_boxes.float().reshape(-1, 4), boxes.float().reshape(-1, 4)
+    sides = gt_boxes[:, 2:] - gt_boxes[:, :2]
+    counted = (sides > min_side).all(1)
+    found = torch.zeros(len(gt_boxes), dtype=torch.bool)
+    keep = scores >= score_thresh
+    if not keep.any() or not len(gt_boxes):
+        return counted, found
+    order = torch.argsort(scores[keep], descending=True)
+    det_boxes, det_labels = boxes[keep][order], labels[keep][order]
+    iou = box_iou(det_boxes, gt_boxes)  # (D', N)
+    for d in range(len(det_boxes)):
+        cand = iou[d].masked_fill(found | (gt_labels != det_labels[d]), -1.0)
+        best = int(cand.argmax())
+        if cand[best] >= iou_thresh:
+            found[best] = True
+    return counted, found
 
 
 def format_coco_table(metrics: dict) -> str:

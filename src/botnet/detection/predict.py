@@ -1,8 +1,12 @@
 """Run a trained detector on image files: drawn predictions (the paper's Figs 10-11) and a JSON.
 
 ``predict_images(model, paths, class_names)`` yields one record per image; ``draw_detections``
-draws masks, boxes, class names and scores over an image with torchvision's drawing utilities;
-``predict_to_folder`` writes the drawn images and ``detections.json`` (``botnet predict``).
+draws masks (filled and outlined), boxes and "name score" labels on filled backgrounds
+(``draw.draw_objects``); ``predict_to_folder`` writes the drawn images and ``detections.json``
+(``botnet predict``). An image of a COCO-layout folder (ROOT/<split>/ with
+ROOT/annotations/instances_<split>.json) is drawn as a ground truth | prediction panel, and its
+record says how many ground-truth objects larger than 16 x 16 px the detections found
+(``evaluate.found_objects``); ``recall_summary`` totals them.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from pathlib import Path
 
 import torch
 from torchvision.transforms.v2 import functional as F
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-__all__ = ["predict_images", "draw_detections", "predict_to_folder"]
+from .draw import coco_ground_truth, draw_objects, side_by_side
+from .evaluate import found_objects
+
+__all__ = ["predict_images", "draw_detections", "predict_to_folder", "recall_summary", "MIN_SIDE_COUNTED"]
 
 log = logging.getLogger("botnet")
-_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+MIN_SIDE_COUNTED = 16  # ground-truth objects larger than this in both sides count for the recall
 
 
 @torch.no_grad()
@@ -49,16 +54,43 @@ def predict_images(model, paths: list[Path], class_names: list[str], score_thres
         yield rec
 
 
-def draw_detections(rec: dict, width: int = 2) -> torch.Tensor:
-    """The image of ``rec`` (from ``predict_images``) with masks, boxes and "name score" labels: (3,H,W) uint8."""
-    img = rec["image"]
-    colors = [_PALETTE[int(i) % len(_PALETTE)] for i in rec["labels"]]
-    if len(rec["boxes"]) == 0:
-        return img
-    if "masks" in rec and rec["masks"].any():
-        img = draw_segmentation_masks(img, rec["masks"], alpha=0.45, colors=colors)
-    labels = [f"{n} {s:.2f}" for n, s in zip(rec["names"], rec["scores"].tolist())]
-    return draw_bounding_boxes(img, rec["boxes"], labels=labels, colors=colors, width=width)
+def draw_detections(rec: dict) -> torch.Tensor:
+    """The image of ``rec`` (from ``predict_images``), enlarged to be legible, with masks, boxes and
+    "name score" labels (``draw.draw_objects``): (3, f*H, f*W) uint8."""
+    return draw_objects(rec["image"], rec["boxes"], rec["labels"], rec["names"], rec["scores"], rec.get("masks"))
+
+
+def _ground_truth(rec: dict, score_thresh: float) -> tuple[dict | None, dict | None]:
+    """(ground truth of the image or None, its JSON summary or None)."""
+    gt = coco_ground_truth(rec["path"])
+    if gt is None:
+        return None, None
+    counted, found = found_objects(gt["boxes"], gt["labels"], rec["boxes"], rec["labels"], rec["scores"],
+                                   score_thresh=score_thresh, min_side=MIN_SIDE_COUNTED)
+    return gt, {"objects": len(gt["boxes"]), "counted": int(counted.sum()), "found": int((found & counted).sum()),
+                "found_all_sizes": int(found.sum()), "iou_thresh": 0.5, "score_thresh": score_thresh,
+                "min_side": MIN_SIDE_COUNTED}
+
+
+def _draw(rec: dict, gt: dict | None, summary: dict | None) -> torch.Tensor:
+    pred = draw_detections(rec)
+    if gt is None:
+        return pred
+    truth = draw_objects(rec["image"], gt["boxes"], gt["labels"], gt["names"], None, gt["masks"])
+    titles = (f"ground truth: {summary['objects']} objects",
+              f"prediction: {len(rec['boxes'])} (score >= {summary['score_thresh']:g}), "
+              f"found {summary['found']} of {summary['counted']} > {MIN_SIDE_COUNTED} px")
+    return side_by_side(truth, pred, titles)
+
+
+def recall_summary(records: list[dict]) -> dict | None:
+    """{"images", "counted", "found", "recall"} over the records with ground truth (None if none has):
+    the ground-truth objects larger than 16 x 16 px found at IoU 0.5 (see ``predict_to_folder``)."""
+    gts = [r["ground_truth"] for r in records if "ground_truth" in r]
+    if not gts:
+        return None
+    counted, found = sum(g["counted"] for g in gts), sum(g["found"] for g in gts)
+    return {"images": len(gts), "counted": counted, "found": found, "recall": found / counted if counted else None}
 
 
 def _record_json(rec: dict) -> dict:
@@ -77,7 +109,11 @@ def predict_to_folder(model, paths: list[Path], class_names: list[str], output: 
                       device: torch.device | str = "cpu", progress: bool = False) -> Iterator[dict]:
     """Run ``model`` on ``paths``, draw each image's detections into ``output/<stem>_pred.png`` and
     write every record to ``output/detections.json`` when done. Yields each image's JSON record
-    ({"image", "height", "width", "detections", "drawn"} or {"image", "error"}) as it is made."""
+    ({"image", "height", "width", "detections", "drawn"} or {"image", "error"}) as it is made.
+    An image with COCO ground truth (``draw.coco_ground_truth``) is drawn as a ground truth |
+    prediction panel and its record gets "ground_truth": {"objects", "counted" (larger than 16 x 16
+    px), "found" (of those, matched by a detection of its class at IoU >= 0.5 scoring >= score_thresh),
+    "found_all_sizes", ...}."""
     from PIL import Image
 
     out = Path(output)
@@ -91,8 +127,11 @@ def predict_to_folder(model, paths: list[Path], class_names: list[str], output: 
     for rec in it:
         records.append(_record_json(rec))
         if "error" not in rec:
+            gt, summary = _ground_truth(rec, score_thresh)
+            if summary is not None:
+                records[-1]["ground_truth"] = summary
             png = out / f"{Path(rec['path']).stem}_pred.png"
-            Image.fromarray(draw_detections(rec).permute(1, 2, 0).numpy()).save(png)
+            Image.fromarray(_draw(rec, gt, summary).permute(1, 2, 0).numpy()).save(png)
             records[-1]["drawn"] = str(png)
         yield records[-1]
     (out / "detections.json").write_text(json.dumps(records, indent=1))

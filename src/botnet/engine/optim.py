@@ -10,7 +10,8 @@ from torch import nn
 
 from ..counter import NORM_TYPES
 
-__all__ = ["WarmupMultiStep", "param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "build_scheduler"]
+__all__ = ["WarmupMultiStep", "param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "build_scheduler",
+           "describe_schedule"]
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -70,6 +71,11 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
+    def describe(self, peak_lr: float) -> str:
+        """The schedule in words, e.g. "peak lr 0.002, linear warmup from 0 over 94 steps, cosine decay to 0 at step 2790"."""
+        warm = f"linear warmup from {self.start * peak_lr:.4g} over {self.warmup} steps" if self.warmup else "no warmup"
+        return f"peak lr {peak_lr:.4g}, {warm}, cosine decay to 0 at step {self.total}"
+
 
 class WarmupMultiStep:
     """LR factor at optimizer step s: linear from ``start`` to 1 over ``warmup`` steps, then times
@@ -86,6 +92,22 @@ class WarmupMultiStep:
             return (self.start + (1 - self.start) * step / self.warmup) * decay
         return decay
 
+    def describe(self, peak_lr: float) -> str:
+        """The schedule in words, e.g. "peak lr 0.04, linear warmup from 0.004 over 50 steps, x0.1 at steps 450, 550"."""
+        warm = f"linear warmup from {self.start * peak_lr:.4g} over {self.warmup} steps" if self.warmup else "no warmup"
+        steps = ", ".join(map(str, self.milestones))
+        decay = f"x{self.gamma:g} at step{'s' if len(self.milestones) > 1 else ''} {steps}" if self.milestones else "no decay"
+        return f"peak lr {peak_lr:.4g}, {warm}, {decay}"
+
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def describe_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> str:
+    """The learning-rate schedule of ``scheduler`` in words (peak, warmup, decay) for a run's header:
+    the schedule's own ``describe`` for ``WarmupCosine`` / ``WarmupMultiStep``, else the base lr."""
+    peak = scheduler.base_lrs[0]
+    fns = getattr(scheduler, "lr_lambdas", [None])
+    describe = getattr(fns[0], "describe", None)
+    return describe(peak) if describe is not None else f"lr {peak:.4g}"

@@ -30,6 +30,7 @@ from .distributed import DistInfo, barrier, flags_by_rank
 from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, emergency_saver, ignore_preemption_signals
 from .loop import find_resume, launch, open_run_folder, restore, stop_for_preemption, wrap
 from .metrics import MetricsLogger, get_logger
+from .optim import describe_schedule
 from .runlock import RunFolderBusy, RunFolderLock, describe_holder
 from .sampler import GlobalBatchSampler, SeededDataset, shard_indices
 from .steps import AMP_DTYPES, RunState, micro_batch, train_one_epoch
@@ -167,9 +168,9 @@ class Trainer:
         if dist.is_main:
             open_run_folder(self.out, self.manager, self.logger, self.state.step if ckpt is not None else None, self.log)
             save_config(cfg, self.out / "config.yaml")
-            self.log.info("%s (%s): %d steps, %d per epoch, of %d images (%d per device x %d devices x %d accumulation), "
-                          "lr %.4g", cfg.model.name, self.task.describe(self.data), self.total, self.steps_per_epoch,
-                          cfg.optim.batch_size, self.micro, dist.world_size, self.accum, self.optimizer.param_groups[0]["lr"])
+            self.log.info("%s (%s): %d steps, %d per epoch, of %d images (%d per device x %d devices x %d accumulation); "
+                          "%s", cfg.model.name, self.task.describe(self.data), self.total, self.steps_per_epoch,
+                          cfg.optim.batch_size, self.micro, dist.world_size, self.accum, describe_schedule(self.scheduler))
 
     def _check_resume(self, ckpt, path) -> None:
         if not isinstance(ckpt, dict) or ckpt.get("kind") != self.task.name:
