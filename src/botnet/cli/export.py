@@ -24,7 +24,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from botnet.models.weights import checkpoint_kind, load_model
 
     try:
-        check_output_file(args.output, "--output", _EXAMPLES[args.format])
+        check_output_file(args.output, "--output", _EXAMPLES.get(args.format, "model.onnx"))
         card = {}
         if args.model:
             kw = {"img_size": args.img_size} if args.img_size else {}
