@@ -2,15 +2,17 @@
 checkout anywhere on the path, its ``botnet`` command lists the recipes and trains two steps of
 ``demo`` named only, from an empty directory.
 
-The install reuses this interpreter's heavy dependencies (torch, torchvision, ...): ``pip install
---no-deps --target`` into a temporary folder that is the only thing on PYTHONPATH, so the import
-finds that copy of botnet before the development (editable) one.
+The install reuses this interpreter's heavy dependencies (torch, torchvision, ...) without the
+development install: a bare venv whose site-packages holds the wheel (``pip install --no-deps
+--target``) and a ``.pth`` line naming this environment's site-packages as a plain path, so the
+packages there import but its ``.pth`` files (the editable install's path to the checkout) are not read.
 """
 
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -50,19 +52,25 @@ def test_wheel_holds_every_recipe(wheel):
 
 
 def test_installed_wheel_trains_the_demo_by_name(wheel, tmp_path, tiny_data):
-    site, empty = tmp_path / "site", tmp_path / "empty"
+    venv, empty = tmp_path / "venv", tmp_path / "empty"
     empty.mkdir()
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=empty)
+    python = venv / "bin" / "python"
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch & co., not the editable botnet
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)], cwd=empty)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.update(PYTHONPATH=str(site), BOTNET_CACHE=str(tmp_path / "cache"), PYTHONDONTWRITEBYTECODE="1")
-    where = _run([sys.executable, "-c", "import botnet, sys; print(botnet.__file__); print(sys.path)"], cwd=empty, env=env)
-    assert Path(where.stdout.splitlines()[0]).is_relative_to(site), where.stdout
-    assert str(ROOT) not in where.stdout  # nothing of the checkout on the path
-    botnet_cmd = site / "bin" / "botnet"  # the wheel's console script, run with this interpreter
-    listed = _run([sys.executable, str(botnet_cmd), "recipes"], cwd=empty, env=env).stdout.splitlines()
+    env.update(BOTNET_CACHE=str(tmp_path / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    where = _run([str(python), "-c", "import botnet, sys; print(botnet.__file__); print(*sys.path, sep='\\n')"],
+                 cwd=empty, env=env).stdout.splitlines()
+    assert Path(where[0]).is_relative_to(site), where
+    # nothing of the checkout on the path (the venv the suite runs in may live inside the checkout)
+    assert not [p for p in where[1:] if p and Path(p).resolve() in (ROOT.resolve(), (ROOT / "src").resolve())], where
+    botnet_cmd = site / "bin" / "botnet"  # the wheel's console script
+    listed = _run([str(python), str(botnet_cmd), "recipes"], cwd=empty, env=env).stdout.splitlines()
     assert [line.split()[0] for line in listed] == recipe_names()
     assert [line.split(None, 1)[1] for line in listed] == [d for _, d in list_recipes()]
-    _run([sys.executable, str(botnet_cmd), "train", "--config", "demo", "--output", "run", "--data", tiny_data,
+    _run([str(python), str(botnet_cmd), "train", "--config", "demo", "--output", "run", "--data", tiny_data,
           "run.max_steps=2", "data.img_size=32", "data.eval_size=32", "data.workers=0", "optim.batch_size=16",
           "run.log_every=1", "run.amp=none"], cwd=empty, env=env)
     assert sorted(p.name for p in empty.iterdir()) == ["run"]  # everything written under --output
