@@ -89,3 +89,25 @@ def test_restore_ieee_denormals_undoes_flush_to_zero():
     torch.set_flush_denormal(True)  # what loading a -ffast-math library does (False where unsupported)
     compat.restore_ieee_denormals()
     assert tiny * 2 > 0 and float(torch.tensor([tiny], dtype=torch.float64) * 2) > 0
+
+
+def test_draw_labelled_boxes_fills_the_label_background_with_and_without_torchvision_s_option(monkeypatch):
+    import torchvision.utils as tvu
+
+    img = torch.full((3, 64, 64), 40, dtype=torch.uint8)
+    boxes = torch.tensor([[10.0, 20.0, 56.0, 60.0]])
+    color = (255, 99, 71)
+    outs = [compat.draw_labelled_boxes(img, boxes, ["ring 0.90"], [color], 2)]
+    plain = tvu.draw_bounding_boxes
+
+    def without_fill_labels(image, boxes, labels=None, colors=None, fill=False, width=1, font=None, font_size=None):
+        return plain(image, boxes, labels=labels, colors=colors, fill=fill, width=width, font=font, font_size=font_size)
+
+    monkeypatch.setattr(tvu, "draw_bounding_boxes", without_fill_labels)  # torchvision 0.19's signature
+    outs.append(compat.draw_labelled_boxes(img, boxes, ["ring 0.90"], [color], 2))
+    for out in outs:
+        assert out.shape == img.shape and out.dtype == torch.uint8
+        label = out[:, 24:36, 12:50]  # just inside the box's top-left corner
+        assert (label == torch.tensor(color, dtype=torch.uint8)[:, None, None]).all(0).float().mean() > 0.4  # filled
+        assert (label.int().sum(0) < 100).any()  # dark text on it
+        assert (out[:, 40:50, 20:40] == 40).all()  # the inside of the box is untouched

@@ -23,12 +23,15 @@ What is here (the newest API, and the release it appeared in):
 - ``restore_ieee_denormals``: torch 2.4's inductor builds its CPU kernels with ``-ffast-math``,
   and loading them (the first call of a ``torch.compile``d model) turns on flush-to-zero for the
   whole thread; this turns it back off (newer torch does not set it);
+- ``draw_labelled_boxes``: ``torchvision.utils.draw_bounding_boxes`` with ``fill_labels`` /
+  ``label_colors`` (torchvision 0.20; before, the filled label backgrounds are drawn with PIL);
 - ``TORCH_VERSION`` / ``TORCHVISION_VERSION``: (major, minor) of the installed pair.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Iterable
 
 import torch
@@ -36,7 +39,7 @@ import torchvision
 from torchvision.transforms import v2
 
 __all__ = ["TORCH_VERSION", "TORCHVISION_VERSION", "HAS_FLEX", "FLEX_MISSING", "flex_attention",
-           "total_norm", "query_size", "V2Transform", "restore_ieee_denormals"]
+           "total_norm", "query_size", "V2Transform", "restore_ieee_denormals", "draw_labelled_boxes"]
 
 
 def _major_minor(version: str) -> tuple[int, int]:
@@ -113,3 +116,28 @@ def restore_ieee_denormals() -> None:
     ``-ffast-math``, and with GCC < 13 loading such a library sets both for the process's thread:
     every later float operation (torch, NumPy, Python) then flushes subnormals to zero."""
     torch.set_flush_denormal(False)
+
+
+def draw_labelled_boxes(image: torch.Tensor, boxes: torch.Tensor, labels: list[str], colors: list, width: int) -> torch.Tensor:
+    """``image`` (3, H, W) uint8 with ``boxes`` (N, 4) xyxy drawn in ``colors`` and each label in black
+    on a background filled with its box's colour. torchvision's ``draw_bounding_boxes(...,
+    fill_labels=True, label_colors=black)`` where it has them (torchvision >= 0.20); otherwise the
+    boxes by torchvision and the labels by PIL, the same layout (text at the box's top-left corner).
+    Returns (3, H, W) uint8."""
+    from torchvision.utils import draw_bounding_boxes
+
+    if "fill_labels" in inspect.signature(draw_bounding_boxes).parameters:
+        return draw_bounding_boxes(image, boxes, labels=labels, colors=colors, width=width,
+                                   fill_labels=True, label_colors=(0, 0, 0))
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    drawn = draw_bounding_boxes(image, boxes, colors=colors, width=width)
+    pil = Image.fromarray(drawn.permute(1, 2, 0).numpy())
+    canvas, font = ImageDraw.Draw(pil), ImageFont.load_default()
+    for box, text, color in zip(boxes.tolist(), labels, colors):
+        x, y = box[0] + width, box[1] + width
+        left, top, right, bottom = canvas.textbbox((x, y), text, font=font)
+        canvas.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=color)
+        canvas.text((x, y), text, fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()

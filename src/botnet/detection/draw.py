@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from torchvision.utils import draw_segmentation_masks
+
+from ..compat import draw_labelled_boxes
 
 __all__ = ["PALETTE", "MIN_SIDE", "draw_objects", "coco_ground_truth", "side_by_side", "mask_outlines"]
 
@@ -63,8 +65,7 @@ def draw_objects(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
         img = draw_segmentation_masks(img, big, alpha=0.35, colors=colors)
         img = draw_segmentation_masks(img, mask_outlines(big, max(1, factor - 1)), alpha=1.0, colors=colors)
     text = list(names) if scores is None else [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())]
-    return draw_bounding_boxes(img, boxes.float() * factor, labels=text, colors=colors, width=max(1, factor - 1),
-                               fill_labels=True, label_colors=(0, 0, 0))
+    return draw_labelled_boxes(img, boxes.float() * factor, text, colors, max(1, factor - 1))
 
 
 @lru_cache(maxsize=8)
