@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from botnet.engine.checkpoint import (CheckpointError, CheckpointManager, finished_builtin_classifier, load_checkpoint,
+from botnet.engine.checkpoint import (CheckpointError, CheckpointManager, load_checkpoint,
                                      save_atomic, verify_checkpoint)
 from botnet.engine.faults import NonFiniteError
 
@@ -175,18 +175,3 @@ def test_an_unreadable_file_is_named_in_one_printable_line(tmp_path):
     with pytest.raises(CheckpointError, match="junk.pt' cannot be read") as e:
         load_checkpoint(p)
     assert str(e.value).isprintable() and len(str(e.value).splitlines()) == 1
-
-
-def test_finished_builtin_classifier_picks_only_a_finished_demo_run(tmp_path):
-    """make det-demo reuses make demo's checkpoint only when it is a finished botnet_tiny run on the built-in shapes."""
-    def ckpt(epoch=30, kind="classification", name="botnet_tiny", root=None):
-        return {"model": {}, "kind": kind, "model_name": name, "epoch": epoch,
-                "config": {"optim": {"epochs": 30}, "data": {"root": root}}}
-
-    cases = {"done": (ckpt(), True), "half": (ckpt(epoch=12), False), "det": (ckpt(kind="detection"), False),
-             "other": (ckpt(name="botnet50"), False), "own_data": (ckpt(root="/data/imagenet"), False)}
-    for name, (obj, expected) in cases.items():
-        assert finished_builtin_classifier(save_atomic(obj, tmp_path / f"{name}.pt"), "botnet_tiny") is expected, name
-    assert finished_builtin_classifier(tmp_path / "missing.pt", "botnet_tiny") is False
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    assert finished_builtin_classifier(tmp_path / "junk.pt", "botnet_tiny") is False

@@ -38,7 +38,7 @@ from .faults import NonFiniteError, nonfinite_tensors
 
 __all__ = [
     "CheckpointError", "CheckpointManager", "DiskFullError", "disk_full_error", "is_disk_full", "mount_point", "save_atomic",
-    "load_checkpoint", "verify_checkpoint", "rng_state", "set_rng_state", "finished_builtin_classifier",
+    "load_checkpoint", "verify_checkpoint", "rng_state", "set_rng_state",
 ]
 
 log = logging.getLogger("botnet")
@@ -373,19 +373,3 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def finished_builtin_classifier(path: str | os.PathLike, model_name: str) -> bool:
-    """Whether ``path`` is the checkpoint of a finished ``botnet train`` classification run of
-    ``model_name`` on the built-in shapes (``data.root: null``, every epoch done): ``make det-demo``
-    then starts its detector from ``make demo``'s checkpoint instead of pretraining one. False for a
-    missing, unreadable or other checkpoint."""
-    try:
-        ckpt = load_checkpoint(path)
-    except (OSError, CheckpointError, ValueError, RuntimeError):
-        return False
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "classification" or ckpt.get("model_name") != model_name:
-        return False
-    cfg = ckpt.get("config") or {}
-    epochs = (cfg.get("optim") or {}).get("epochs")
-    return (cfg.get("data") or {}).get("root") is None and isinstance(epochs, int) and ckpt.get("epoch", -1) >= epochs
