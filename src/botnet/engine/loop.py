@@ -7,6 +7,7 @@ optimizer step (non-finite check, clipping, AMP scaler, scheduler).
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -111,6 +112,8 @@ def launch(run_cfg, body):
             with comm_failures_as_errors(dist, run_cfg.dist_timeout_s):
                 return body(device, dist, preempt)
         finally:
+            if dist.enabled:
+                gc.collect()  # wrappers that still hold the group (cycles) go now, while the interpreter is whole
             cleanup(dist)
 
 

@@ -93,6 +93,17 @@ class Trainer:
         finally:
             if lock is not None:
                 lock.release()
+            self._let_go_of_the_process_group()
+
+    def _let_go_of_the_process_group(self) -> None:
+        """Drop the DDP wrapper (its reducer holds the process group) and the preemption callback
+        (a cycle through ``self.save``), so that both die before ``launch`` tears the group down,
+        not at interpreter exit: a gloo group's last users destroyed during finalization abort the
+        process ("terminate called without an active exception", seen on the rank of a preempted
+        2-rank run in CI)."""
+        self.preempt.on_stuck = None
+        if getattr(self, "raw_model", None) is not None:
+            self.model = self.raw_model
 
     def _lock_folder(self) -> RunFolderLock | None:
         """Rank 0 takes the run folder's lock (``botnet.engine.runlock``); every rank learns whether it got it."""
