@@ -25,9 +25,13 @@ needs_slurm = pytest.mark.skipif(cluster_up() is not None, reason=str(cluster_up
 
 
 def job_state(job: str) -> str:
-    """squeue's state of ``job`` (PENDING, RUNNING, ...), or "" once it has left the queue."""
+    """squeue's state of ``job`` (PENDING, RUNNING, ...), "" once it has left the queue, or "UNKNOWN"
+    when squeue itself failed (e.g. "Socket timed out" from a busy slurmctld): a failed query is not
+    a finished job, so the callers' wait loops keep waiting instead of reading a run's log too early."""
     res = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
-    return res.stdout.strip() if res.returncode == 0 else ""
+    if res.returncode == 0:
+        return res.stdout.strip()
+    return "" if "Invalid job id" in res.stderr else "UNKNOWN"
 
 
 def release_requeued(job: str, hold=None, timeout: float = 180.0) -> None:
