@@ -1,11 +1,14 @@
 """The local SLURM cluster the SLURM tests submit to (.ci/slurm-setup.sh starts it): a skip marker
-when there is none, and the few scontrol/squeue calls the tests make."""
+when there is none, and the few scontrol calls the tests make (squeue is read by botnet.experiments.slurm.job_state,
+which retries a failed query and raises rather than read it as an empty queue)."""
 
 import shutil
 import subprocess
 import time
 
 import pytest
+
+from botnet.experiments.slurm import job_state  # squeue's state of a job, "" once it has left the queue
 
 
 def cluster_up() -> str | None:
@@ -22,16 +25,6 @@ def cluster_up() -> str | None:
 
 
 needs_slurm = pytest.mark.skipif(cluster_up() is not None, reason=str(cluster_up()))
-
-
-def job_state(job: str) -> str:
-    """squeue's state of ``job`` (PENDING, RUNNING, ...), "" once it has left the queue, or "UNKNOWN"
-    when squeue itself failed (e.g. "Socket timed out" from a busy slurmctld): a failed query is not
-    a finished job, so the callers' wait loops keep waiting instead of reading a run's log too early."""
-    res = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
-    if res.returncode == 0:
-        return res.stdout.strip()
-    return "" if "Invalid job id" in res.stderr else "UNKNOWN"
 
 
 def release_requeued(job: str, hold=None, timeout: float = 180.0) -> None:

@@ -40,11 +40,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
 
         todo = [n for n in selected if run_status(out / n) != "done"]
-        for n, job in slurm.queued(out).items():
-            if n in todo:
-                print(f"{n}: already queued as SLURM job {job}", file=sys.stderr)
-        new = slurm.submit(out, todo, args.nproc, cpus_per_task=args.cpus_per_task, timeout_min=args.time_min,
-                           partition=args.partition) if todo else {}
+        try:
+            for n, job in slurm.queued(out).items():
+                if n in todo:
+                    print(f"{n}: already queued as SLURM job {job}", file=sys.stderr)
+            new = slurm.submit(out, todo, args.nproc, cpus_per_task=args.cpus_per_task, timeout_min=args.time_min,
+                               partition=args.partition) if todo else {}
+        except slurm.SlurmQueryError as e:
+            print(f"botnet experiment run: {e}", file=sys.stderr)
+            return 2
         if new:
             print(f"submitted {len(new)} run(s) as SLURM job array {next(iter(new.values())).split('_')[0]}: "
                   + ", ".join(f"{n}={i}" for n, i in new.items()), file=sys.stderr)

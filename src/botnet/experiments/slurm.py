@@ -22,7 +22,12 @@ import submitit
 
 from .runner import read_plan, run_one, run_status
 
-__all__ = ["TrainRunJob", "queued", "submit", "wait"]
+__all__ = ["SlurmQueryError", "TrainRunJob", "job_state", "queued", "squeue", "submit", "wait"]
+
+
+class SlurmQueryError(RuntimeError):
+    """``squeue`` failed for a reason other than an unknown job id (e.g. a busy slurmctld's socket
+    timeout, or no SLURM here): what the queue holds is unknown, so nothing may be read into it."""
 
 
 class TrainRunJob(submitit.helpers.Checkpointable):
@@ -59,15 +64,42 @@ class TrainRunJob(submitit.helpers.Checkpointable):
         self.__dict__.update(state, _proc=None)
 
 
+def squeue(args: list[str], attempts: int = 3, pause_s: float = 2.0) -> str | None:
+    """stdout of ``squeue ARGS``; None when squeue answers "Invalid job id" (the job has left the queue).
+    Any other failure is retried ``attempts`` times (a busy slurmctld times out now and then), then
+    raises SlurmQueryError with squeue's first line: a failed query never reads as an empty queue."""
+    why = ""
+    for i in range(attempts):
+        try:
+            res = subprocess.run(["squeue", *args], capture_output=True, text=True)
+        except OSError as e:  # no squeue on PATH
+            raise SlurmQueryError(f"squeue could not run: {e.strerror or e}") from None
+        if res.returncode == 0:
+            return res.stdout
+        if "Invalid job id" in res.stderr:
+            return None
+        why = next((ln.strip() for ln in res.stderr.splitlines() if ln.strip()), f"exit code {res.returncode}")
+        if i + 1 < attempts:
+            time.sleep(pause_s)
+    raise SlurmQueryError(f"squeue failed {attempts} times ({why}); is slurmctld up (scontrol ping)?")
+
+
+def job_state(job: str) -> str:
+    """squeue's state of ``job`` (PENDING, RUNNING, ...), or "" once it has left the queue."""
+    out = squeue(["-h", "-j", job, "-o", "%T"])
+    return "" if out is None else out.strip()
+
+
 def queued(out: str | Path) -> dict[str, str]:
     """{run: job id} of the jobs submitted for ``out`` that SLURM still holds (pending, running,
-    requeued), from ``OUT/slurm_jobs.json`` and ``squeue`` (no accounting storage needed)."""
+    requeued), from ``OUT/slurm_jobs.json`` and ``squeue`` (no accounting storage needed). Raises
+    SlurmQueryError when squeue fails: then which runs are queued is unknown, and resubmitting
+    would run a queued run twice."""
     path = Path(out) / "slurm_jobs.json"
     if not path.is_file():
         return {}
     jobs = json.loads(path.read_text())
-    res = subprocess.run(["squeue", "-h", "-r", "--me", "-o", "%i"], capture_output=True, text=True)
-    alive = set(res.stdout.split()) if res.returncode == 0 else set()
+    alive = set((squeue(["-h", "-r", "--me", "-o", "%i"]) or "").split())
     return {name: job for name, job in jobs.items() if job in alive}
 
 
