@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, for the tests that submit jobs (tests/test_slurm.py,
-# tests/test_experiment_slurm.py). Needs root (CI runs as root). Idempotent: when munged,
+# tests/experiments/test_experiment_slurm.py). Needs root (CI runs as root). Idempotent: when munged,
 # slurmctld and slurmd already answer it only checks and returns (about a second).
 #
 #   apt-get install slurm-wlm munge          (once; skipped when sbatch is already installed)

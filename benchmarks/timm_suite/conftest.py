@@ -1,4 +1,4 @@
-"""Run timm's tests/test_models.py on botnet's models only: import botnet (registers them with timm),
+"""Run timm's tests/test_models.py on botnet's models only: import botnet.models (registers them with timm),
 restrict timm.list_models to our names (BOTNET_TIMM_MODELS=comma list, default all of ours), and
 give the pretrained ones an offline Hugging Face cache holding randomly initialised timm-format files."""
 import fnmatch
@@ -9,7 +9,6 @@ os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="hf_cache_")  # before hugg
 os.environ["HF_HUB_OFFLINE"] = "1"
 import timm
 import timm.models
-import botnet  # noqa: F401
 from botnet.models import register_timm_models
 
 _orig, _orig_pre = timm.list_models, timm.list_pretrained

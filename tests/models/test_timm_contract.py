@@ -3,7 +3,7 @@
 Source: huggingface/pytorch-image-models ``tests/test_models.py`` (``test_model_default_cfgs``,
 ``test_model_forward_fx``, ``test_model_backward_fx``, ``test_model_forward_fx_torchscript``,
 ``test_model_forward_features``). That file cannot be fetched in CI; run in full (with a conftest.py
-that imports botnet and keeps timm.list_models to our names) it passes for our models. These tests
+that imports botnet.models and keeps timm.list_models to our names) it passes for our models. These tests
 check the same things, on models chosen to cover each kind: a ResNet-family BoTNet with a stride-2
 BoT block, timm's tiered-stem BoTNet with max pool, and the one with SE, a strided stem and a final conv.
 """
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import botnet
+import botnet.models  # noqa: F401  (registers our models with timm)
 from botnet.layers import MHSA2d, MHSA2dQK
 
 timm = pytest.importorskip("timm")

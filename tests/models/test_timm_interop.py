@@ -23,10 +23,11 @@ def _run(code: str) -> dict:
 
 
 def test_registration_without_import_hooks():
-    """With timm installed, `import botnet` registers our models (either import order works) and
-    installs no import hook; without timm (blocked here) botnet imports and works."""
+    """With timm installed, `import botnet.models` (any use of a model) registers our models (either
+    import order works) and installs no import hook; without timm (blocked here) botnet imports and
+    works. `import botnet` alone imports neither torch nor timm (tests/cli/test_startup.py)."""
     hooks = "sum(type(f).__module__.startswith('botnet') for f in sys.meta_path)"
-    for code in ("import sys, json, botnet\nimport timm\n", "import sys, json, timm\nimport botnet\n"):
+    for code in ("import sys, json, botnet.models\nimport timm\n", "import sys, json, timm\nimport botnet.models\n"):
         res = _run(code + f"print(json.dumps({{'reg': timm.is_model('botnet50') and timm.is_model('botnet_resnet50'),"
                           f" 'hooks': {hooks}}}))")
         assert res == {"reg": True, "hooks": 0}, code

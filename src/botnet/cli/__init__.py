@@ -1,9 +1,12 @@
 """The ``botnet`` command (also ``python -m botnet``): every subcommand lives in this package.
 
 Each module of ``COMMANDS`` has ``register(subparsers)``, which adds its subparser(s) and sets
-``func`` to a handler ``(args) -> exit code``. Modules import only argparse at import time and the
-heavy parts (torch, the engines) inside their handlers. To add a subcommand, write a module here
-with ``register`` and add its name to ``COMMANDS``.
+``func`` to a handler ``(args) -> exit code``. Building the parser imports every module of
+``COMMANDS`` (and ``botnet/__init__``, which imports nothing heavy), so at import time they import
+only the standard library; torch, timm and the engines are imported inside the handlers. So
+``botnet --help`` and ``botnet CMD --help`` import no torch (tests/cli/test_startup.py;
+docs/benchmarks.md, "CLI start-up", has the timings). To add a subcommand, write a module here with
+``register`` and add its name to ``COMMANDS``.
 
 Exit codes: 0 done; 1 the work failed (a run diverged, an export does not match PyTorch); 2 bad
 input (one line on stderr, no traceback).

@@ -2,12 +2,15 @@
 
 BoTNet: "Bottleneck Transformers for Visual Recognition", Srinivas et al., arXiv:2101.11605, Fig. 4.
 
+Shapes: x (B, C, H, W) -> (B, C, H, W), any H, W >= 1; C = num_heads * head_dim, N = H * W.
+
 - q, k, v: one 1x1 convolution without bias (``qkv``), channels ordered [q | k | v], each split
-  into ``num_heads`` contiguous groups of ``head_dim`` channels;
+  into ``num_heads`` contiguous groups of ``head_dim`` channels: (B, heads, N, head_dim);
 - q is scaled by head_dim^-0.5 before both the content and the position logits (as the authors'
   reference code does);
-- logits = q k^T (content, Table 4 "qk") + q r^T (position: relative, absolute or none);
-- softmax over all H*W keys, accumulated in float32 whatever the input dtype;
+- logits (B, heads, N, N) = q k^T (content, Table 4 "qk") + q r^T (position: relative, absolute
+  or none);
+- softmax over all N keys, accumulated in float32 whatever the input dtype;
 - no output projection: the heads are concatenated back to (B, C, H, W).
 
 The position logits of a query split into a row part (one value per key row, H) and a column
@@ -15,8 +18,7 @@ part (W), so they never need an N x N table of offsets. Four exact kernels compu
 
 - ``reference``: logits = q k^T + row[.., k] + col[.., l] materialised, softmax in float32, @ v;
 - ``chunked``: the same a block of queries at a time with a hand-written backward that recomputes
-  the block (``botnet.layers.chunked_attn``): the position logits enter the q k^T GEMM as its
-  ``C`` operand, softmax and its backward run in place, and the largest temporary is one block;
+  the block (``botnet.layers.chunked_attn``); the largest temporary is one block;
 - ``sdpa_bias``: ``scaled_dot_product_attention`` with the position logits as an additive mask;
 - ``sdpa_fold``: the position terms folded into q and k, [q, row, col] . [k, onehot(k), onehot(l)],
   so ``scaled_dot_product_attention`` runs without a mask; q, k and v are zero-padded to one head
@@ -24,17 +26,17 @@ part (W), so they never need an N x N table of offsets. Four exact kernels compu
   (``botnet.layers.fused_attn``).
 
 A candidate fifth kernel, ``flex`` (``CANDIDATE_KERNELS``), runs ``flex_attention`` with a
-``score_mod`` adding the row and column logits; it is fused under ``torch.compile`` and, in torch
-2.14, has no backward on CPU, so ``auto`` never picks it. It exists only where torch has
-FlexAttention (torch >= 2.5, ``botnet.compat.HAS_FLEX``); on torch 2.4 ``CANDIDATE_KERNELS`` is
-empty and asking for ``flex`` is a ValueError that says why.
+``score_mod`` adding the row and column logits. It exists only where torch has FlexAttention
+(torch >= 2.5, ``botnet.compat.HAS_FLEX``); on torch 2.4 ``CANDIDATE_KERNELS`` is empty and asking
+for ``flex`` is a ValueError that says why. It has no backward on CPU (``kernel_handles``), and
+``auto`` never picks it.
 
 ``kernel="auto"`` (the default) takes the first kernel of ``AUTO_ORDER[device type]`` that
-``kernel_handles`` the call: ``chunked`` on CPU, where it measured fastest from 14x14 to 64x64 in
-training and inference on our 2-core machine (docs/benchmarks.md), and ``sdpa_fold`` on GPUs,
-where a mask-free SDPA can use the fused flash / memory-efficient kernels. ``kernel_handles`` is
-the contract that tests/layers/test_kernel_grid.py checks against the brute-force reference on a
-grid of degenerate and ordinary shapes; a kernel that does not handle a call is passed over.
+``kernel_handles`` the call: ``chunked`` on CPU, and ``sdpa_fold`` on GPUs, where a mask-free SDPA
+can use the fused kernels (docs/benchmarks.md, "Notes on the kernels", has the measurements behind
+that order). ``kernel_handles`` is the contract
+that tests/layers/test_kernel_grid.py checks against the brute-force reference on a grid of
+degenerate and ordinary shapes; a kernel that does not handle a call is passed over.
 ``use_kernel(name)`` overrides every layer inside a ``with`` block (the counter uses ``reference``,
 whose matmuls are the paper's M.Adds). A scripted layer (``torch.jit.script``) always runs
 ``reference``. All four match the brute-force reference (tests/layers/test_mhsa.py).

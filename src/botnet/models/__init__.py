@@ -16,4 +16,6 @@ __all__ = [
     "timm_name",
 ]
 
-_register_with_timm()  # our models in timm's registry when timm is installed (timm is optional)
+# our models in timm's registry when timm is installed (timm is optional); `import botnet` alone does not
+# get here, so the CLI's help path imports neither torch nor timm (botnet.models._timm: the cost)
+_register_with_timm()

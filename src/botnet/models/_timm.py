@@ -1,4 +1,4 @@
-"""Our models in timm's registry: ``timm.create_model("botnet50", num_classes=10)`` after ``import botnet``.
+"""Our models in timm's registry: ``timm.create_model("botnet50", num_classes=10)`` after ``import botnet.models``.
 
 Names. A name that starts with "botnet" keeps it (``botnet50``, ``botnet_s1_128``, ``botnet_t7``);
 every other name gets the prefix ``botnet_`` (our ``resnet50`` is timm's ``botnet_resnet50``,
@@ -13,11 +13,16 @@ loads after building, the ``pretrained_cfg`` holds input size, crop and mean/std
 ``timm.data.resolve_data_config``. ``pretrained=True`` raises (no weights are downloadable) unless a
 weight file is given the timm way, ``pretrained_cfg_overlay=dict(file=PATH)``.
 
-Registration. When timm is installed, ``import botnet`` imports it and registers our models, so
-either import order works and nothing touches Python's import machinery. Measured on the 2-core
-development machine (``python -X importtime``): ``import botnet`` takes about 2.9 s, of which timm
-adds about 0.5 s; a ``sys.meta_path`` hook that deferred the timm import was not worth that.
-Without timm this costs one ``find_spec``.
+Registration. ``import botnet.models`` (which any use of a model does: ``botnet.create_model``,
+``from botnet import ResNet``, ...) imports timm when it is installed and registers our models, so
+either import order works and nothing touches Python's import machinery. ``import botnet`` alone
+does not: it imports no torch, which keeps ``botnet --help`` fast (``botnet.cli``).
+``register_timm_models()`` registers models added later. Without timm this costs one ``find_spec``.
+
+Cost, measured 2026-12-07 on the shared 2-core development machine (AMD EPYC, torch 2.14, timm
+1.0.31; 5 runs, ``time.perf_counter``, after torch, torchvision and ``botnet.models`` were
+imported): ``import timm.models`` 0.38-0.45 s, registering our 35 models 1-2 ms. ``botnet list``
+pays it; ``botnet --help`` does not (docs/benchmarks.md, "CLI start-up").
 """
 
 from __future__ import annotations
@@ -28,7 +33,12 @@ import sys
 import warnings
 from functools import partial
 
+from ._builder import create_model
+from ._registry import list_models, model_entrypoint
+from .convert import timm_filter_fn
+from .timm_botnets import IMAGENET_MEAN, IMAGENET_STD
 from .timm_cfg import TIMM_OWN_NAMES, finish_timm_model, register_fx_leaves, timm_pretrained_cfg
+from .weights import NO_WEIGHTS_MESSAGE
 
 __all__ = ["TIMM_PREFIX", "timm_name", "register_timm_models", "install"]
 
@@ -43,19 +53,11 @@ def timm_name(name: str) -> str:
 
 
 def _default_cfg(fn) -> dict:
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     p = inspect.signature(fn).parameters.get("img_size")
     size = p.default if p is not None and isinstance(p.default, int) else 224
     return dict(url="", num_classes=1000, input_size=(3, size, size), crop_pct=0.875, interpolation="bilinear",
                 mean=IMAGENET_MEAN, std=IMAGENET_STD, first_conv="conv1", classifier="fc", license="apache-2.0",
                 pool_size=(-(-size // 32),) * 2)
-
-
-def _build_ours(our_name: str, **kwargs):
-    from ._builder import create_model
-
-    return create_model(our_name, **kwargs)
 
 
 def _timm_entry(our_name: str, name: str, pretrained: bool = False, **kwargs):
@@ -64,13 +66,10 @@ def _timm_entry(our_name: str, name: str, pretrained: bool = False, **kwargs):
     if pretrained:
         cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
         if not cfg.has_weights:
-            from .weights import NO_WEIGHTS_MESSAGE
-
             raise ValueError(f"timm.create_model({name!r}, pretrained=True): {NO_WEIGHTS_MESSAGE} (with timm: "
                              "checkpoint_path=PATH, or pretrained=True with pretrained_cfg_overlay=dict(file=PATH))")
-    from .convert import timm_filter_fn
-
-    model = build_model_with_cfg(partial(_build_ours, our_name), name, pretrained, pretrained_filter_fn=timm_filter_fn, **kwargs)
+    model = build_model_with_cfg(partial(create_model, our_name), name, pretrained, pretrained_filter_fn=timm_filter_fn,
+                                 **kwargs)
     return finish_timm_model(model)
 
 
@@ -89,8 +88,6 @@ def register_timm_models() -> dict[str, str]:
     """Register every model of ours not yet in timm's registry; returns {our name: timm name}.
     Safe to call again (e.g. after registering more models of your own)."""
     import timm.models
-
-    from ._registry import list_models, model_entrypoint
 
     module = sys.modules[__name__]
     register_fx_leaves()

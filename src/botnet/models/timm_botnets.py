@@ -17,9 +17,11 @@ import copy
 from ._registry import register_model
 from .byoa import ByoaCfg, StageCfg, build_byoa
 
-__all__ = ["MODEL_CFGS", "PRETRAINED_CFGS", "pretrained_cfg", "card_fields"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MODEL_CFGS", "PRETRAINED_CFGS", "pretrained_cfg", "card_fields"]
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_*; models import no data code
+# timm's IMAGENET_DEFAULT_MEAN / _STD: the mean / std of these configs and of the timm configs of all
+# our models (botnet.models._timm); the same values as botnet.data.transforms' defaults
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _RELEASE = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/"
 _RESULTS = "timm results/results-imagenet.csv (ImageNet-1k val, 256 px)"
 

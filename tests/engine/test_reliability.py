@@ -30,7 +30,7 @@ from botnet.engine.metrics import read_jsonl
 from botnet.engine.runlock import LOCK_NAME
 from runs import cli_errors, end_all, free_port, step_losses
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 DEMO = "demo"
 TINY = ["model.name=botnet_tiny", "data.img_size=32", "data.workers=0", "optim.batch_size=16",
         "optim.micro_batch=null", "run.amp=none", "run.log_every=1", "optim.warmup_epochs=1"]
