@@ -105,7 +105,7 @@ def test_valid_devices():
 def test_recipes_name_their_task(tmp_path, capsys):
     from botnet.cli import main
     from botnet.config import recipe_task
-    from botnet.detection.config import DetTrainConfig
+    from botnet.config import DetTrainConfig
 
     configs = RECIPE_DIR
     assert recipe_task(configs / "demo.yaml") == "classification"
@@ -140,3 +140,67 @@ def test_recipes_by_name_and_by_path(tmp_path, monkeypatch):
     for bad in ("nope", "../demo", "/etc/passwd.yaml"):
         with pytest.raises(ConfigError, match="not found: expected a YAML file or a shipped recipe name"):
             load_config(bad)
+
+
+def test_both_tasks_share_the_optim_and_run_sections():
+    from botnet.config import DetTrainConfig, OptimConfig, RunConfig, TrainConfig
+
+    for cls in (TrainConfig, DetTrainConfig):
+        cfg = cls()
+        assert type(cfg.optim) is OptimConfig and type(cfg.run) is RunConfig
+    det = DetTrainConfig()  # detection's defaults in the shared sections
+    assert (det.optim.batch_size, det.optim.weight_decay, det.run.ckpt_every_steps, det.run.eval_every) == (64, 4e-5, 1000, 0)
+    assert validate_config(det) is det and validate_config(TrainConfig()) is not None
+
+
+@pytest.mark.parametrize("cls,override,message", [
+    ("TrainConfig", "optim.steps=1000", "optim.steps: expected no value: classification recipes are scheduled in epochs"),
+    ("DetTrainConfig", "optim.epochs=3", "optim.epochs: expected no value: detection recipes are scheduled in steps"),
+    ("DetTrainConfig", "run.eval_every=-1", "run.eval_every: expected an int >= 0"),
+])
+def test_the_other_tasks_schedule_fields_are_refused(cls, override, message):
+    import botnet.config as config
+
+    cfg = apply_overrides(getattr(config, cls)(), [override])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+def test_every_task_recipe_is_a_recipe():
+    """Each registered task's ``config_class`` has every field of ``Recipe`` the trainer reads."""
+    import typing
+
+    from botnet.config import Recipe
+    from botnet.engine.task import TASKS, get_task
+
+    def has_fields(obj, proto, where):
+        for name, tp in typing.get_type_hints(proto).items():
+            assert hasattr(obj, name), f"{where}.{name}"
+            if getattr(tp, "_is_protocol", False):
+                has_fields(getattr(obj, name), tp, f"{where}.{name}")
+
+    for name in list(TASKS):
+        cfg = get_task(name).config_class()
+        assert isinstance(cfg, Recipe)
+        has_fields(cfg, Recipe, name)
+
+
+def test_a_recipe_file_is_parsed_once_by_botnet_train(monkeypatch):
+    """``botnet train`` reads the task and the recipe from one parse of the file."""
+    import argparse
+
+    from botnet.cli.train import load_run_config
+
+    text = find_recipe("detection/demo").read_text()
+    real, parsed = yaml.safe_load, []
+
+    def counting(stream, *a, **k):
+        if stream == text:
+            parsed.append(1)
+        return real(stream, *a, **k)
+
+    monkeypatch.setattr(yaml, "safe_load", counting)
+    args = argparse.Namespace(config="detection/demo", set=["run.max_steps=2"], overrides=[], data=None, output=None,
+                              resume=None)
+    task_cls, cfg = load_run_config(args)
+    assert len(parsed) == 1 and task_cls.name == "detection" and cfg.run.max_steps == 2 and cfg.name == "demo"

@@ -15,7 +15,7 @@ import torch
 
 from botnet.cli import main
 from botnet.config import config_to_dict
-from botnet.detection.config import DetTrainConfig
+from botnet.config import DetTrainConfig
 from botnet.export.checks import check_detections
 from botnet.export.detection import check_images, quiet_detector_export
 from botnet.cli.export import cmd_export

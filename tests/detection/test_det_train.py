@@ -103,7 +103,7 @@ def test_setup_errors_are_one_line(det_cache, tmp_path, capsys):
 @pytest.mark.parametrize("recipe", sorted(REPO.joinpath("src/botnet/recipes/detection").glob("coco_*.yaml")), ids=lambda p: p.stem)
 def test_paper_recipes_load(recipe):
     from botnet.config import load_config
-    from botnet.detection.config import DetTrainConfig
+    from botnet.config import DetTrainConfig
 
     cfg = load_config(recipe, DetTrainConfig)
     assert cfg.model.name == "maskrcnn_botnet50_fpn" and cfg.optim.warmup_steps == 500 and cfg.optim.weight_decay == 4e-5

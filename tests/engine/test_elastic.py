@@ -21,8 +21,9 @@ import pytest
 import torch.distributed as dist
 
 from botnet.engine.checkpoint import load_checkpoint
-from botnet.engine.distributed import STORE_KEY, fresh_round_store, join_timeout
-from botnet.engine.faults import PreemptionHandler, emergency_saver
+from botnet.engine.distributed import STORE_KEY, DistInfo, fresh_round_store, join_timeout
+from botnet.engine.faults import PreemptionHandler
+from botnet.engine.preemption import Preemption
 from runs import end_all, free_port
 
 REPO = Path(__file__).parents[2]
@@ -171,14 +172,14 @@ def test_the_watchdog_waits_for_a_step_boundary_and_forces_without_one():
     class State:
         step = 7
 
-    saved = {"step": 6, "path": None}
-    pre.on_stuck = emergency_saver(lambda: saved.update(step=State.step, path="ckpt7"), saved, State)
+    saved = Preemption(pre, DistInfo(), State, lambda: saved.saved(State.step, "ckpt7"), step=6)
+    pre.on_stuck = saved.on_stuck
     with pre:
         os.kill(os.getpid(), signal.SIGTERM)
         deadline = time.monotonic() + 10
         while not calls and time.monotonic() < deadline:
             time.sleep(0.05)  # never a step boundary
-    assert calls == [128 + signal.SIGTERM] and saved["step"] == 7
+    assert calls == [128 + signal.SIGTERM] and saved.step == 7
     calls.clear()
     with PreemptionHandler(boundary_grace_s=0.5, shutdown_grace_s=30, exit_fn=calls.append) as pre:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -76,7 +76,7 @@ def save(obj, f, *args, **kwargs):  # die with half of the checkpoint written
 metrics.MetricsLogger.log, torch.save = log, save
 
 import gc
-import botnet.engine.loop as loop
+import botnet.engine.launch as loop
 real_cleanup = loop.cleanup
 
 def cleanup(info):  # what still holds the process group when it is torn down

@@ -113,3 +113,32 @@ def test_own_task_resumes_exactly_and_refuses_other_checkpoints(tmp_path):
 
     with pytest.raises(ValueError, match="is not a other checkpoint"):
         Trainer(Other(_cfg(tmp_path / "part")), resume=str(tmp_path / "part" / "last.pt")).fit()
+
+
+def test_botnet_train_checks_the_recipe_once(monkeypatch, tmp_path):
+    """``task.check()`` (for classification: the model built on the meta device) runs once per
+    ``botnet train``, in ``Trainer.fit``; a failing check still exits 2 with one line."""
+    import botnet.engine.trainer as trainer
+    from botnet.cli import main
+    from botnet.engine.classify import ClassificationTask
+
+    calls = []
+    real_check = ClassificationTask.check
+    monkeypatch.setattr(ClassificationTask, "check", lambda self: calls.append(1) or real_check(self))
+    monkeypatch.setattr(trainer, "launch", lambda run_cfg, body: {})  # stop before any work
+    assert main(["train", "--config", "demo", "--output", str(tmp_path / "o"), "model.name=botnet_tiny"]) == 0
+    assert len(calls) == 1
+    assert main(["train", "--config", "demo", "--output", str(tmp_path / "o"), "model.name=botnet_nope"]) == 2
+    assert len(calls) == 2
+
+
+def test_channels_last_is_applied_to_the_model_and_its_inputs():
+    from botnet.engine.launch import to_channels_last
+
+    seen = []
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    model[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    to_channels_last(model)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    model(torch.randn(2, 3, 8, 8))
+    assert seen == [True]

@@ -66,7 +66,7 @@ def _predict_detection(args: argparse.Namespace) -> int:
     """Detections of every image: OUTPUT/<stem>_pred.png per image and OUTPUT/detections.json."""
     from ..detection.loading import load_detector
     from ..detection.predict import predict_to_folder, recall_summary
-    from ..engine.loop import resolve_device
+    from ..engine.launch import resolve_device
     from ..inference.classify import expand_image_paths
 
     try:

@@ -32,14 +32,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_run_config(args: argparse.Namespace, default_task: str = "classification"):
     """(task class, recipe) of a training command with --data, --output, --set and KEY=VALUE
-    applied; a --resume file that does not exist is a ``ConfigError``."""
-    from ..config import ConfigError, apply_overrides, load_config, recipe_task
-    from ..engine.tasks import get_task
+    applied (the recipe file is parsed once); a --resume file that does not exist is a ``ConfigError``."""
+    from ..config import ConfigError, apply_overrides, config_from_dict, read_recipe, recipe_task
+    from ..engine.task import get_task
 
     overrides = list(args.set or []) + list(args.overrides or [])
-    name = recipe_task(args.config, overrides, default=default_task)
+    recipe = read_recipe(args.config)
+    name = recipe_task(recipe, overrides, default=default_task)
     task_cls = get_task(name)
-    cfg = load_config(args.config, task_cls.config_class)
+    cfg = config_from_dict(recipe, task_cls.config_class)
     cfg.task = name
     if args.data is not None:
         overrides.append(f"data.root={args.data}")
@@ -79,14 +80,14 @@ def run_training(prog: str, fit) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Exit codes as ``run_training``; a bad recipe or option exits 2 before any work."""
+    """Exit codes as ``run_training``; a bad recipe or option exits 2 before any work (the task's
+    ``check()`` runs once, in ``Trainer.fit``: its ``ValueError`` exits 2 there)."""
     from ..config import ConfigError
 
     prog = f"botnet {args.command}"
     try:
         task_cls, cfg = load_run_config(args, "detection" if args.command == "det-train" else "classification")
         task = task_cls(cfg)
-        task.check()
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2

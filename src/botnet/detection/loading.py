@@ -9,12 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import config_from_dict
+from ..config import DetTrainConfig, config_from_dict
 from ..data import builtin_coco_root
 from ..engine.checkpoint import load_checkpoint
 from ..models.weights import read_card
 from .builders import create_detector
-from .config import DetTrainConfig
 
 __all__ = ["build_detector_from_config", "load_detector", "det_data_root"]
 

@@ -5,8 +5,8 @@
 ``train_one_epoch`` is the inner loop on its own. docs/architecture.md shows how they fit.
 """
 
-from .steps import RunState, train_one_epoch
+from .epoch import EpochOptions, RunState, train_one_epoch
 from .task import Callback, Task, TaskData
 from .trainer import Trainer, fit
 
-__all__ = ["Callback", "RunState", "Task", "TaskData", "Trainer", "fit", "train_one_epoch"]
+__all__ = ["Callback", "EpochOptions", "RunState", "Task", "TaskData", "Trainer", "fit", "train_one_epoch"]

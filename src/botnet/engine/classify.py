@@ -23,10 +23,10 @@ from ..models import create_model, model_entrypoint
 from ..models.convert import load_pretrained
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, all_reduce_sum
-from .loop import resolve_device
+from .launch import resolve_device
 from .metrics import plot_curves
 from .optim import WarmupCosine, build_optimizer, build_scheduler
-from .steps import AMP_DTYPES, autocast
+from .epoch import AMP_DTYPES, autocast
 from .task import Callback, Task, TaskData
 from .trainer import Trainer, eval_loader
 
@@ -42,7 +42,7 @@ def accuracy_counts(logits: torch.Tensor, target: torch.Tensor, topk=(1, 5)) -> 
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, amp_dtype=None, dist: DistInfo = DistInfo(), channels_last=False) -> dict:
+def evaluate(model, loader, device, amp_dtype=None, dist: DistInfo = DistInfo()) -> dict:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy over this rank's shard, summed over ranks.
     ``loader`` yields (images (B, 3, H, W), targets (B,), n_skipped)."""
     model.eval()
@@ -52,8 +52,6 @@ def evaluate(model, loader, device, amp_dtype=None, dist: DistInfo = DistInfo(),
         if not images.numel():
             continue
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             logits = model(images)
         logits = logits.float()
@@ -159,12 +157,10 @@ class ClassificationTask(Task):
 
     def loss_terms(self, model, images, targets, device) -> dict:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if self.cfg.model.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         return {"loss": F.cross_entropy(model(images), targets, label_smoothing=self.cfg.optim.label_smoothing)}
 
     def evaluate(self, model, loader, run) -> dict:
-        ev = evaluate(model, loader, run.device, run.amp_dtype, run.dist, self.cfg.model.channels_last)
+        ev = evaluate(model, loader, run.device, run.amp_dtype, run.dist)
         if run.dist.is_main:
             run.log.info("epoch %d: val top-1 %.2f%% top-5 %.2f%% loss %.4f (%d images)", run.state.last_epoch, ev["top1"],
                          ev["top5"], ev["loss"], ev["count"])

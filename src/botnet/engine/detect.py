@@ -18,18 +18,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ConfigError, config_from_dict, validate_config
+from ..config import ConfigError, DetTrainConfig, config_from_dict, validate_config
 from ..data import build_coco_dataset, build_det_transforms, collate_detection
 from ..data.coco_shards import coco_index_path
 from ..detection import parse_detector_name
-from ..detection.config import DetTrainConfig
 from ..detection.evaluate import evaluate_coco, format_coco_table, to_coco_results
 from ..detection.loading import build_detector_from_config, det_data_root, load_detector
 from .distributed import DistInfo
-from .loop import resolve_device
+from .launch import resolve_device
 from .metrics import get_logger, plot_curves
 from .optim import WarmupMultiStep, build_scheduler
-from .steps import AMP_DTYPES, autocast
+from .epoch import AMP_DTYPES, autocast
 from .task import Callback, Task, TaskData
 from .trainer import Trainer, eval_loader
 

@@ -33,7 +33,7 @@ from ..compat import total_norm
 from .distributed import DistInfo, flags_by_rank
 
 __all__ = [
-    "PREEMPT_SIGNALS", "STOP_SIGNALS", "PreemptionHandler", "emergency_saver", "NonFiniteError", "NonFiniteGuard", "nonfinite_tensors",
+    "PREEMPT_SIGNALS", "STOP_SIGNALS", "PreemptionHandler", "NonFiniteError", "NonFiniteGuard", "nonfinite_tensors",
     "ignore_preemption_signals",
 ]
 
@@ -366,19 +366,6 @@ class NonFiniteGuard:
         if dist.enabled:
             msg += f"; seen on rank(s) {', '.join(map(str, ranks))} (this is rank {dist.rank})"
         return msg
-
-
-def emergency_saver(save: Callable[[], object], saved: dict, state) -> Callable[[], str]:
-    """The ``on_stuck`` callback of an engine: ``save()`` when ``state.step`` (the last finished
-    step) is not ``saved["step"]`` (the last checkpoint), and say what happened."""
-
-    def on_stuck() -> str:
-        if saved.get("step") == state.step:
-            return f"step {state.step} was already saved"
-        save()
-        return f"saved step {state.step}: {saved.get('path')}"
-
-    return on_stuck
 
 
 def ignore_preemption_signals(worker_id: int | None = None) -> None:

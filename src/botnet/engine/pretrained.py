@@ -16,7 +16,7 @@ from ..data import ImageFolderSafe, collate_skip_none
 from ..data.transforms import build_eval_transform
 from ..models import create_model
 from .classify import evaluate
-from .loop import resolve_device
+from .launch import resolve_device
 
 __all__ = ["evaluate_pretrained"]
 

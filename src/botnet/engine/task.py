@@ -1,4 +1,4 @@
-"""What a kind of training job provides to the one training loop (``botnet.engine.trainer``).
+"""The task interface of the one training loop (``botnet.engine.trainer``) and the registry of tasks.
 
 The ``Trainer`` owns everything tasks share: launch under torchrun, resume, the global-batch sampler
 and loaders, micro-batches and accumulation, AMP, the non-finite guard, checkpoints, preemption,
@@ -7,16 +7,19 @@ what differs: the model and the data, the loss terms of a batch, evaluation, and
 metric is "best" (``best_metric``, ``best_mode``). ``Callback`` objects watch a run (detectron2's
 hooks): override the methods you need.
 
-The recipe (``cfg``) a task is built with needs the sections the trainer reads: ``run`` (output,
-seed, amp, log_every, ckpt_every_steps, keep_checkpoints, max_nonfinite_skips, dist_timeout_s,
-max_steps, deterministic, device; optionally ema / ema_decay, eval_every (epochs),
-eval_every_steps, eval_max_images), ``optim`` (batch_size, micro_batch, clip_grad_norm),
-``model`` (name, sync_bn, compile) and ``data`` (workers). ``botnet.config.TrainConfig`` and
-``botnet.detection.config.DetTrainConfig`` have them.
+The recipe (``cfg``) a task is built with is a ``botnet.config.Recipe``: the shared ``optim`` and
+``run`` sections and the ``model`` / ``data`` fields the trainer reads (``TrainConfig`` and
+``DetTrainConfig`` are two).
+
+The tasks a recipe can name (``task: classification`` / ``task: detection``): ``get_task(name)``
+gives the ``Task`` class (imported on first use, so the CLI stays quick); ``register_task(name,
+"module:Class")`` or ``register_task(name, cls)`` adds one.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +28,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..config import Recipe
 from .optim import build_optimizer
 
-__all__ = ["Task", "TaskData", "Callback"]
+__all__ = ["Task", "TaskData", "Callback", "TASKS", "get_task", "register_task"]
 
 
 @dataclass
@@ -52,9 +56,9 @@ class Task:
     best_metric = "loss"  # the key of ``evaluate``'s record that picks best.pt
     best_mode = "min"  # "max": higher is better
     best_key = "best_score"  # checkpoint entry holding the best score so far
-    config_class: type | None = None  # the dataclass this task's recipes fill (``botnet train``)
+    config_class: type[Recipe] | None = None  # the dataclass this task's recipes fill (``botnet train``)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Recipe):
         self.cfg = cfg
         self.resumed = False  # set by the Trainer before build_model: True when continuing a checkpoint
 
@@ -127,3 +131,29 @@ class Callback:
 
     def after_train(self, trainer, result: dict[str, Any]) -> None:
         """When the run ends (finished or preempted)."""
+
+
+TASKS: dict[str, object] = {
+    "classification": "botnet.engine.classify:ClassificationTask",
+    "detection": "botnet.engine.detect:DetectionTask",
+}
+
+
+def register_task(name: str, task) -> None:
+    """Make ``task`` (a ``Task`` subclass or "module:Class") the task of recipes with ``task: name``."""
+    if name in TASKS:
+        raise ValueError(f"a task {name!r} is already registered")
+    TASKS[name] = task
+
+
+def get_task(name: str):
+    """The ``Task`` class registered as ``name``; ``ValueError`` names the known ones."""
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, TASKS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"task: unknown task {name!r}{hint} (known: {', '.join(sorted(TASKS))})")
+    task = TASKS[name]
+    if isinstance(task, str):
+        module, cls = task.split(":")
+        task = TASKS[name] = getattr(importlib.import_module(module), cls)
+    return task

@@ -27,13 +27,15 @@ from torch.utils.data import DataLoader, Subset
 from ..config import config_to_dict, save_config
 from .checkpoint import CheckpointManager, DiskFullError, disk_full_error, is_disk_full, rng_state, save_atomic
 from .distributed import DistInfo, barrier, flags_by_rank
-from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, emergency_saver, ignore_preemption_signals
-from .loop import find_resume, launch, open_run_folder, restore, stop_for_preemption, wrap
+from .epoch import AMP_DTYPES, EpochOptions, RunState, micro_batch, train_one_epoch
+from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, ignore_preemption_signals
+from .launch import launch, to_channels_last, wrap
 from .metrics import MetricsLogger, get_logger
 from .optim import describe_schedule
+from .preemption import Preemption
+from .resume import find_resume, open_run_folder, restore
 from .runlock import RunFolderBusy, RunFolderLock, describe_holder
 from .sampler import GlobalBatchSampler, SeededDataset, shard_indices
-from .steps import AMP_DTYPES, RunState, micro_batch, train_one_epoch
 from .task import Callback, Task, TaskData
 
 __all__ = ["Trainer", "fit", "eval_loader"]
@@ -131,14 +133,13 @@ class Trainer:
         except OSError as e:
             if not is_disk_full(e):
                 raise
-            where = self.saved["path"] or "none (no checkpoint was written yet)"
             full = e if isinstance(e, DiskFullError) else disk_full_error(e.filename or self.out, "writing")
-            raise DiskFullError(f"{full}; the last good checkpoint is {where}") from None
+            raise DiskFullError(f"{full}; the last good checkpoint is {self.preemption.last_good()}") from None
         except NonFiniteError as e:
             self.logger.log({"kind": "diverged", "step": e.step, "epoch": self.state.epoch,
                              "terms": {k: repr(v) for k, v in e.terms.items()}})
-            where = self.saved["path"] or "none (no checkpoint was written yet)"
-            raise NonFiniteError(f"{e}; stopped without saving: the last good checkpoint is {where}", step=e.step,
+            raise NonFiniteError(f"{e}; stopped without saving: the last good checkpoint is {self.preemption.last_good()}",
+                                 step=e.step,
                                  epoch=e.epoch, terms=e.terms, bad_params=e.bad_params, ranks=e.ranks) from None
         finally:
             try:
@@ -173,8 +174,9 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self._build_data(ckpt, path)
         self._build_model(ckpt)
-        self.saved = {"step": ckpt["step"] if ckpt is not None else None, "path": path}
-        self.preempt.on_stuck = emergency_saver(self.save, self.saved, self.state)  # a SIGTERM while blocked: save, exit
+        self.preemption = Preemption(self.preempt, dist, self.state, self.save, ckpt["step"] if ckpt is not None else None,
+                                     path)
+        self.preempt.on_stuck = self.preemption.on_stuck  # a SIGTERM while blocked: save, exit
         self.logger = MetricsLogger(self.out, enabled=dist.is_main)
         if dist.is_main:
             open_run_folder(self.out, self.manager, self.logger, self.state.step if ckpt is not None else None, self.log)
@@ -210,7 +212,7 @@ class Trainer:
         self.train_loader = DataLoader(SeededDataset(data.train), batch_sampler=self.sampler, num_workers=cfg.data.workers,
                                        collate_fn=data.collate, pin_memory=pin, worker_init_fn=ignore_preemption_signals)
         self.val_loader = eval_loader(data.val, dist, self.micro, cfg.data.workers, data.eval_collate or data.collate,
-                                      pin, getattr(cfg.run, "eval_max_images", None))
+                                      pin, cfg.run.eval_max_images)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total = min(self.task.total_steps(self.steps_per_epoch), cfg.run.max_steps or 2**62)
 
@@ -222,10 +224,10 @@ class Trainer:
         if cfg.model.sync_bn and dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device)
-        if getattr(cfg.model, "channels_last", False):
-            model.to(memory_format=torch.channels_last)
+        if cfg.model.channels_last:
+            to_channels_last(model)
         self.raw_model, self.ema = model, None
-        if getattr(cfg.run, "ema", False):
+        if cfg.run.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.run.ema_decay), use_buffers=True)
@@ -239,17 +241,20 @@ class Trainer:
         self.model = wrap(model, dist, device, cfg.model.compile)
 
     # -- the loop ------------------------------------------------------------------------------
+    def _epoch_options(self) -> EpochOptions:
+        cfg = self.cfg
+        return EpochOptions(accum_steps=self.accum, amp_dtype=self.amp_dtype, scaler=self.scaler, ema=self.ema,
+                            clip_grad_norm=cfg.optim.clip_grad_norm, seed=cfg.run.seed, dist=self.dist,
+                            log_every=cfg.run.log_every, max_steps=self.total, guard=self.guard, on_step=self._on_step,
+                            on_log=self._on_log, should_stop=lambda st: self.preemption.requested(self.device))
+
     def _loop(self) -> dict:
-        st, dist, result = self.state, self.dist, {}
+        st, result, options = self.state, {}, self._epoch_options()
         while st.step < self.total:
             self.sampler.set_epoch(st.epoch, st.step_in_epoch)
             t0 = time.perf_counter()
             tr = train_one_epoch(self.model, self._loss, self.optimizer, self.scheduler, self.train_loader, self.device,
-                                 st, accum_steps=self.accum, amp_dtype=self.amp_dtype, scaler=self.scaler, ema=self.ema,
-                                 clip_grad_norm=self.cfg.optim.clip_grad_norm, seed=self.cfg.run.seed, dist=dist,
-                                 log_every=self.cfg.run.log_every, max_steps=self.total, guard=self.guard,
-                                 on_step=self._on_step, on_log=self._on_log,
-                                 should_stop=lambda s: self.preempt.should_stop(dist, self.device))
+                                 st, options)
             finished = st.step_in_epoch >= self.steps_per_epoch
             if tr["stopped"] and not finished:
                 return self._preempted()
@@ -257,12 +262,12 @@ class Trainer:
             if finished:
                 st.epoch, st.step_in_epoch = st.epoch + 1, 0
             final = st.step >= self.total
-            every = getattr(self.cfg.run, "eval_every", 0)
+            every = self.cfg.run.eval_every
             rec = self.evaluate() if final or (finished and every and st.epoch % every == 0) else None
             self.save(rec)
             if final:
                 result = rec
-            elif tr["stopped"] or self.preempt.should_stop(dist, self.device):
+            elif tr["stopped"] or self.preemption.requested(self.device):
                 return self._preempted()
         return result
 
@@ -274,7 +279,7 @@ class Trainer:
                 raise
             raise ValueError(
                 f"step {self.state.step + 1}: a micro-batch of {len(images)} image(s) leaves a BatchNorm layer one value "
-                f"per channel (the last stage's map is 1x1 at data.img_size={getattr(self.cfg.data, 'img_size', '?')}); "
+                f"per channel (the last stage's map is 1x1 at data.img_size={self.cfg.data.img_size}); "
                 "use at least 2 images per device (optim.batch_size / optim.micro_batch) or a larger data.img_size, "
                 "and remove unreadable images named above") from None
 
@@ -286,7 +291,7 @@ class Trainer:
         every = self.cfg.run.ckpt_every_steps
         if every and st.step % every == 0 and st.step_in_epoch < self.steps_per_epoch:
             self.save()
-        every = getattr(self.cfg.run, "eval_every_steps", 0)
+        every = self.cfg.run.eval_every_steps
         if every and st.step % every == 0:
             self.evaluate()
             self.model.train()
@@ -308,7 +313,7 @@ class Trainer:
             cb.after_epoch(self, rec)
 
     def _preempted(self) -> dict:
-        return stop_for_preemption(self.save, self.saved, self.state, self.dist, self.preempt, self.logger, self.log)
+        return self.preemption.stop(self.logger, self.log)
 
     # -- evaluation and checkpoints ------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -339,7 +344,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None, "nonfinite": self.guard.state_dict(),
             "epoch": st.epoch, "step": st.step, "step_in_epoch": st.step_in_epoch,
             self.task.best_key: st.best, "rng": rng_state(), "config": config_to_dict(cfg),
-            "model_name": cfg.model.name, "img_size": getattr(cfg.data, "img_size", None), "metrics": metrics or {},
+            "model_name": cfg.model.name, "img_size": cfg.data.img_size, "metrics": metrics or {},
             "kind": self.task.name, **{k: list(v) for k, v in self.data.info.items()},
         }
 
@@ -347,4 +352,4 @@ class Trainer:
         """The step checkpoint (rotated) and last.pt (rank 0 writes)."""
         if self.dist.is_main:
             self.manager.save(self.checkpoint(metrics), self.state.step)
-        self.saved.update(step=self.state.step, path=self.manager.path_for(self.state.step))
+        self.preemption.saved(self.state.step, self.manager.path_for(self.state.step))

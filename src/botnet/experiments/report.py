@@ -85,7 +85,7 @@ def run_config(run: RunSpec, run_dir: Path) -> dict:
     if path.is_file():
         return yaml.safe_load(path.read_text()) or {}
     from ..config import apply_overrides, config_to_dict, load_config, recipe_task
-    from ..engine.tasks import get_task
+    from ..engine.task import get_task
 
     task = recipe_task(run.base, list(run.overrides))
     cfg = load_config(run.base, get_task(task).config_class)

@@ -17,7 +17,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
-from ..engine.loop import resolve_device
+from ..engine.launch import resolve_device
 
 __all__ = ["IMAGE_SUFFIXES", "expand_image_paths", "eval_transform", "predict_classifier", "resolve_device"]
 

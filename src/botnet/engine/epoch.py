@@ -1,7 +1,8 @@
-"""One pass over the data: micro-batches, gradient accumulation, AMP and the guarded optimizer step.
+"""The epoch loop: one pass over the data, micro-batches, gradient accumulation, AMP and the guarded
+optimizer step.
 
-``train_one_epoch(model, loss_fn, optimizer, scheduler, loader, device, state, ...)`` is the shape
-of the torchvision reference scripts' function, with the loss given as a function of
+``train_one_epoch(model, loss_fn, optimizer, scheduler, loader, device, state, options)`` is the
+shape of the torchvision reference scripts' function (its settings in one ``EpochOptions``), with the loss given as a function of
 ``(model, images, targets)`` returning a dict of loss terms, so every task (classification,
 detection, yours) goes through the same code. Dropout, stochastic depth and any sampling inside
 the model (detection's proposals) are seeded by each micro-batch's place in the global batch, so
@@ -13,15 +14,18 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from torch import nn
+
 from .distributed import DistInfo, all_reduce_sum
 from .faults import NonFiniteGuard
-from .loop import empty_micro_batch_error, optimizer_step
 
-__all__ = ["RunState", "AMP_DTYPES", "autocast", "step_seed", "micro_batch", "train_one_epoch"]
+__all__ = ["RunState", "AMP_DTYPES", "EpochOptions", "autocast", "step_seed", "micro_batch", "optimizer_step",
+           "train_one_epoch"]
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -63,6 +67,28 @@ def micro_batch(batch_size: int, micro: int | None, world: int) -> tuple[int, in
     return m, batch_size // (world * m)
 
 
+@dataclass(frozen=True)
+class EpochOptions:
+    """How ``train_one_epoch`` runs. ``guard`` checks each step's loss terms and gradients before the
+    optimizer step (None: a guard that allows no skips); ``on_step(state, terms)`` runs after every
+    optimizer step, ``should_stop(state)`` after it (True ends the pass: preemption); ``on_log(record)``
+    gets a "step" record every ``log_every`` steps and a "nonfinite" record for each skipped step."""
+
+    accum_steps: int = 1  # micro-batches per optimizer step
+    amp_dtype: torch.dtype | None = None  # autocast to this dtype (None: off)
+    scaler: torch.amp.GradScaler | None = None  # fp16's loss scaler
+    ema: nn.Module | None = None  # an AveragedModel updated after each step
+    clip_grad_norm: float | None = None
+    seed: int = 0  # the run's seed (dropout and sampling are seeded per micro-batch from it)
+    dist: DistInfo = field(default_factory=DistInfo)
+    log_every: int = 20
+    max_steps: int | None = None  # the pass ends at this step of the run
+    guard: NonFiniteGuard | None = None
+    on_step: Callable[[RunState, dict], None] | None = None
+    on_log: Callable[[dict], None] | None = None
+    should_stop: Callable[[RunState], bool] | None = None
+
+
 @dataclass
 class _Step:
     """Sums over the micro-batches of the optimizer step in progress."""
@@ -96,11 +122,11 @@ class _Epoch:
     """The state of one ``train_one_epoch`` pass; ``micro_batch`` runs one forward/backward,
     ``finish_step`` the optimizer step and what follows it."""
 
-    def __init__(self, model, loss_fn, optimizer, scheduler, device, state: RunState, opts: dict):
+    def __init__(self, model, loss_fn, optimizer, scheduler, device, state: RunState, options: EpochOptions):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
-        self.device, self.state, self.o = device, state, opts
-        self.dist: DistInfo = opts["dist"]
-        self.guard: NonFiniteGuard = opts["guard"]
+        self.device, self.state, self.o = device, state, options
+        self.dist: DistInfo = options.dist
+        self.guard: NonFiniteGuard = options.guard
         self.step, self.skipped, self.stopped = _Step(), 0, False
         self.epoch_loss = torch.zeros(2, dtype=torch.float64)
         self.t0, self.window = time.perf_counter(), 0
@@ -110,23 +136,23 @@ class _Epoch:
         """Forward and backward of one micro-batch; True when it was the step's last."""
         o, st, step = self.o, self.state, self.step
         self.skipped += n_skip
-        torch.manual_seed(step_seed(o["seed"], st.step, step.micro * self.dist.world_size + self.dist.rank))
+        torch.manual_seed(step_seed(o.seed, st.step, step.micro * self.dist.world_size + self.dist.rank))
         if step.micro == 0:
             self.guard.begin_step(self.model)
-        last = step.micro == o["accum_steps"] - 1
+        last = step.micro == o.accum_steps - 1
         if len(images):
             model = self.model
             sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
             with sync:
-                with autocast(self.device, o["amp_dtype"]):
+                with autocast(self.device, o.amp_dtype):
                     terms = self.loss_fn(model, images, targets)
                 total = sum(terms.values())
-                scaled = total / o["accum_steps"]
-                (o["scaler"].scale(scaled) if o["scaler"] is not None else scaled).backward()
+                scaled = total / o.accum_steps
+                (o.scaler.scale(scaled) if o.scaler is not None else scaled).backward()
             step.add(terms, total)
             self.window += len(images)
         elif last and self.dist.enabled:
-            raise empty_micro_batch_error(self.dist, st.step + 1, n_skip)
+            raise _empty_micro_batch_error(self.dist, st.step + 1, n_skip)
         step.micro += 1
         return last
 
@@ -135,15 +161,15 @@ class _Epoch:
         o, st = self.o, self.state
         terms, n = self.step.means(), self.step.n
         finite = optimizer_step(self.model, self.optimizer, self.scheduler, self.guard, terms, st.step + 1,
-                                epoch=st.epoch, dist=self.dist, device=self.device, scaler=o["scaler"],
-                                clip_grad_norm=o["clip_grad_norm"], ema=o["ema"])
+                                epoch=st.epoch, dist=self.dist, device=self.device, scaler=o.scaler,
+                                clip_grad_norm=o.clip_grad_norm, ema=o.ema)
         st.step += 1
         st.step_in_epoch += 1
         self.step = _Step()
-        last_step = bool(o["max_steps"] and st.step >= o["max_steps"])
+        last_step = bool(o.max_steps and st.step >= o.max_steps)
         if finite:
             self.epoch_loss += torch.tensor([terms.get("loss", 0.0) * n, n], dtype=torch.float64)
-            if st.step % o["log_every"] == 0 or last_step:
+            if st.step % o.log_every == 0 or last_step:
                 self._log(_step_record(terms, st, self.optimizer, self.window, self.t0, self.dist))
                 self.t0, self.window = time.perf_counter(), 0
         else:
@@ -152,37 +178,31 @@ class _Epoch:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{terms.get('loss', 0.0):.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
-        if o["on_step"] is not None:
-            o["on_step"](st, terms if finite else {})
-        if o["should_stop"] is not None and o["should_stop"](st):
+        if o.on_step is not None:
+            o.on_step(st, terms if finite else {})
+        if o.should_stop is not None and o.should_stop(st):
             self.stopped = True
             return True
         return last_step
 
     def _log(self, rec: dict) -> None:
-        if self.o["on_log"] is not None:
-            self.o["on_log"](rec)
+        if self.o.on_log is not None:
+            self.o.on_log(rec)
 
 
-def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, device, state: RunState, *, accum_steps: int = 1,
-                    amp_dtype=None, scaler=None, ema=None, clip_grad_norm=None, seed=0, dist: DistInfo = DistInfo(),
-                    log_every=20, max_steps=None, guard: NonFiniteGuard | None = None, on_step=None, on_log=None,
-                    should_stop=None) -> dict:
+def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, device, state: RunState,
+                    options: EpochOptions = EpochOptions()) -> dict:
     """One pass over ``loader`` (this rank's micro-batches ``(images, targets, n_skipped)``,
-    ``accum_steps`` per optimizer step); ``loss_fn(model, images, targets)`` -> {name: loss}.
+    ``options.accum_steps`` per optimizer step); ``loss_fn(model, images, targets)`` -> {name: loss}.
 
-    ``guard`` checks each step's loss terms and gradients before the optimizer step: a non-finite
-    step is skipped (parameters unchanged, the step still counts) or raises ``NonFiniteError``
-    (default: a guard that allows no skips). ``on_step(state, terms)`` runs after every optimizer
-    step; ``should_stop(state)`` after it (preemption; True ends the pass). ``on_log(record)`` gets
-    a "step" record every ``log_every`` steps and a "nonfinite" record for each skipped step.
-    Returns the epoch's mean loss (skipped steps left out), the number of unreadable samples
-    skipped, and ``stopped``."""
-    guard = guard if guard is not None else NonFiniteGuard(0, check_grads=scaler is None)
-    opts = dict(accum_steps=accum_steps, amp_dtype=amp_dtype, scaler=scaler, ema=ema, clip_grad_norm=clip_grad_norm,
-                seed=seed, dist=dist, log_every=log_every, max_steps=max_steps, guard=guard, on_step=on_step,
-                on_log=on_log, should_stop=should_stop)
-    run = _Epoch(model, loss_fn, optimizer, scheduler, device, state, opts)
+    A non-finite step (``options.guard``) is skipped (parameters unchanged, the step still counts)
+    or raises ``NonFiniteError``. Returns the epoch's mean loss (skipped steps left out), the number
+    of unreadable samples skipped, and ``stopped`` (``options.should_stop`` ended the pass)."""
+    if options.guard is None:
+        options = replace(options, guard=NonFiniteGuard(0, check_grads=options.scaler is None))
+    accum_steps = options.accum_steps
+    dist = options.dist
+    run = _Epoch(model, loss_fn, optimizer, scheduler, device, state, options)
     model.train()
     if dist.is_main and sys.stderr.isatty():
         from tqdm import tqdm
@@ -198,3 +218,37 @@ def train_one_epoch(model, loss_fn, optimizer, scheduler, loader, device, state:
     all_reduce_sum(run.epoch_loss, dist)
     loss = float(run.epoch_loss[0] / max(run.epoch_loss[1], 1))
     return {"loss": loss, "skipped_images": run.skipped, "stopped": run.stopped}
+
+
+def optimizer_step(model: nn.Module, optimizer, scheduler, guard: NonFiniteGuard, terms: dict, step: int, *, epoch: int,
+                   dist: DistInfo, device, scaler=None, clip_grad_norm=None, ema=None) -> bool:
+    """Finish step ``step`` (1-based) after its backward passes: check ``terms`` and the gradients
+    with ``guard``, then clip, step (through ``scaler``), update ``ema``; the scheduler always
+    advances and the gradients are cleared. Returns False for a skipped non-finite step (raises
+    ``NonFiniteError`` past the guard's budget)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    finite = guard.check(step, terms, model, epoch=epoch, dist=dist, device=device)
+    if finite:
+        if clip_grad_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model.module if hasattr(model, "module") else model)
+    elif scaler is not None:
+        scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return finite
+
+
+def _empty_micro_batch_error(dist: DistInfo, step: int, n_skipped: int) -> RuntimeError:
+    """The error for a rank whose last micro-batch of ``step`` had no readable image under DDP."""
+    return RuntimeError(
+        f"rank {dist.rank}: every image of its last micro-batch of step {step} was unreadable "
+        f"({n_skipped} skipped), so it cannot join the gradient all-reduce of DDP; remove the unreadable files "
+        "named in the warnings above")

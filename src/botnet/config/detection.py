@@ -1,15 +1,16 @@
-"""Typed detection recipes (``task: detection``; ``botnet train`` / ``det-train``): the same YAML +
-``key=value`` machinery and range checks as the classification ``TrainConfig``, with the paper's
-COCO settings (A.2, Table 15) as defaults."""
+"""The detection recipe (``task: detection``; ``botnet train`` / ``det-train``): the paper's COCO
+settings (A.2, Table 15) as defaults, in the shared ``optim`` / ``run`` sections and its own
+``model`` / ``data``. Importing it imports no detection model (nor torchvision)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Union
 
-from ..config import in_range, optim_ranges, run_ranges
+from .fields import in_range
+from .sections import EPOCH_SCHEDULE, OptimConfig, Recipe, RunConfig, left_at_default, optim_ranges, run_ranges
 
-__all__ = ["DetModelConfig", "DetDataConfig", "DetOptimConfig", "DetRunConfig", "DetTrainConfig"]
+__all__ = ["DetModelConfig", "DetDataConfig", "DetTrainConfig", "det_optim", "det_run"]
 
 
 @dataclass
@@ -22,6 +23,7 @@ class DetModelConfig:
     bn_eps: Union[float, None] = None  # every BatchNorm's eps (paper: 1e-4); None: 1e-5
     sync_bn: bool = False  # SyncBatchNorm under DDP (the paper; GPUs only)
     compile: bool = False
+    channels_last: bool = False  # the model's weights (and 4-D inputs) in channels_last memory format
 
 
 @dataclass
@@ -39,52 +41,28 @@ class DetDataConfig:
     builtin_img_size: int = 128
 
 
-@dataclass
-class DetOptimConfig:
-    name: str = "sgd"
-    batch_size: int = 64  # global batch over devices and accumulation steps
-    micro_batch: Union[int, None] = None  # per device and step; None: batch_size / world size
-    lr: float = 0.1  # for the global batch as given (not rescaled)
-    momentum: float = 0.9
-    nesterov: bool = False
-    betas: list = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
-    weight_decay: float = 4e-5
-    steps: int = 22_500  # total optimizer steps (Table 15 1x)
-    milestones: list = field(default_factory=lambda: [15_000, 17_500])
-    gamma: float = 0.1
-    warmup_steps: int = 500
-    warmup_start_lr: float = 0.0067
-    clip_grad_norm: Union[float, None] = None
+def det_optim() -> OptimConfig:
+    """The ``optim`` section's detection defaults: a batch of 64 at LR 0.1 (not rescaled), decay 4e-5."""
+    return OptimConfig(batch_size=64, weight_decay=4e-5)
+
+
+def det_run() -> RunConfig:
+    """The ``run`` section's detection defaults: a checkpoint every 1000 steps, evaluation by steps / at the end."""
+    return RunConfig(ckpt_every_steps=1000, eval_every=0)
 
 
 @dataclass
-class DetRunConfig:
-    output: Union[str, None] = None  # default: runs/<recipe name>
-    seed: int = 0
-    amp: str = "bf16"  # "bf16", "fp16" or "none"
-    log_every: int = 20
-    eval_every_steps: int = 0  # 0: evaluate at the end only
-    ckpt_every_steps: int = 1000
-    max_steps: Union[int, None] = None
-    eval_max_images: Union[int, None] = None  # evaluate on the first N validation images (quick checks)
-    deterministic: bool = False
-    device: str = "auto"
-    keep_checkpoints: int = 3  # step checkpoints kept (ckpt_<step>.pt); last.pt points at the newest
-    max_nonfinite_skips: int = 0  # non-finite steps skipped before the run stops (bf16 spikes)
-    dist_timeout_s: float = 600.0  # a rank that died or hangs makes the others fail after this long
+class DetTrainConfig(Recipe):
+    """A detection recipe: the shared ``optim`` / ``run`` sections at detection's defaults."""
 
-
-@dataclass
-class DetTrainConfig:
     model: DetModelConfig = field(default_factory=DetModelConfig)
     data: DetDataConfig = field(default_factory=DetDataConfig)
-    optim: DetOptimConfig = field(default_factory=DetOptimConfig)
-    run: DetRunConfig = field(default_factory=DetRunConfig)
+    optim: OptimConfig = field(default_factory=det_optim)
+    run: RunConfig = field(default_factory=det_run)
     name: str = "det"
     task: str = "detection"
 
     def ranges(self) -> list[tuple[str, object, str, bool]]:
-        """(key, value, what is expected, ok) for every bounded field (``botnet.config.validate_config``)."""
         d, o, r = self.data, self.optim, self.run
         ms = o.milestones
         return [
@@ -103,7 +81,8 @@ class DetTrainConfig:
             ("optim.gamma", o.gamma, "a number in (0, 1]", in_range(o.gamma, 0, 1, lo_open=True)),
             ("optim.warmup_steps", o.warmup_steps, "an int >= 0", o.warmup_steps >= 0),
             ("optim.warmup_start_lr", o.warmup_start_lr, "a number >= 0", o.warmup_start_lr >= 0),
+            *left_at_default("optim", o, EPOCH_SCHEDULE, "detection recipes are scheduled in steps (optim.steps, "
+                                                        "optim.warmup_steps)"),
             *run_ranges(r),
-            ("run.eval_every_steps", r.eval_every_steps, "an int >= 0 (0: at the end only)", r.eval_every_steps >= 0),
-            ("run.eval_max_images", r.eval_max_images, "null or an int >= 1", r.eval_max_images is None or r.eval_max_images >= 1),
+            ("run.eval_every", r.eval_every, "an int >= 0 (0: not at epoch ends)", r.eval_every >= 0),
         ]
