@@ -45,12 +45,12 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
         from botnet.data.folder import load_rgb
         from botnet.inference.attention import attention_maps, draw_attention_grid, pixel_to_feature, resolve_layer
-        from botnet.inference.classify import eval_transform
+        from botnet.data.transforms import build_eval_transform
 
         out = check_output_file(args.output or f"{Path(args.image).stem}_attention.png", "--output", "attention.png")
         model, card = _load(args)
         layer, _ = resolve_layer(model, args.layer)
-        tf = eval_transform(card)
+        tf = build_eval_transform(card)
         pil = load_rgb(args.image)
         geometric = v2.Compose([t for t in tf.transforms if isinstance(t, (v2.Resize, v2.CenterCrop))])
         shown = geometric(pil)  # what the model sees, before normalization
