@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import Checkpoint
 from ..data.transforms import build_eval_transform
 from ..engine.loop import resolve_device
 
@@ -46,12 +47,14 @@ def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_classifier(checkpoint: str | os.PathLike | dict, paths: Iterable[str | os.PathLike], *, topk: int = 5,
-                       batch_size: int = 16, device: str | torch.device = "auto", use_ema: bool = False) -> dict:
+def predict_classifier(checkpoint: str | os.PathLike | dict | Checkpoint, paths: Iterable[str | os.PathLike], *,
+                       topk: int = 5, batch_size: int = 16, device: str | torch.device = "auto",
+                       use_ema: bool = False) -> dict:
     """Classify image files (folders are searched recursively).
 
     Args:
-        checkpoint: a ``botnet train`` checkpoint (path or loaded dict) or a weight file with its card.
+        checkpoint: a ``botnet train`` checkpoint (path, loaded dict or ``open_checkpoint``) or a weight
+            file with its card.
         paths: image files and folders.
         topk: classes per image (at most the number of classes).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
@@ -74,7 +77,9 @@ def predict_classifier(checkpoint: str | os.PathLike | dict, paths: Iterable[str
     classes = card.get("classes") or [str(i) for i in range(card["num_classes"])]
     k = min(topk, len(classes))
     tf = build_eval_transform(card)
-    result = {"model": card["model_name"], "checkpoint": str(checkpoint) if not isinstance(checkpoint, dict) else None,
+    where = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
+    where = None if isinstance(where, dict) else where
+    result = {"model": card["model_name"], "checkpoint": None if where is None else str(where),
               "predictions": [], "skipped": []}
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     if len(batches) > 1:
