@@ -36,6 +36,9 @@ def test_round_trip(tmp_path):
         ckpt.model_state(use_ema=True)
     with pytest.raises(ValueError, match=r"is not a detection checkpoint of botnet train \(kind: 'classification'\)"):
         ckpt.require("detection")
+    newer = save_atomic(_train_dict(format_version=FORMAT_VERSION + 1), tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match="newer.pt has checkpoint format 2; this botnet reads formats up to 1"):
+        open_checkpoint(newer)
 
 
 def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path):

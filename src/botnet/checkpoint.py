@@ -2,6 +2,7 @@
 
 Format (``FORMAT_VERSION``). A ``botnet train`` checkpoint is a ``torch.save``d dict:
 
+- ``format_version`` (absent: 1); a reader refuses a newer format than its own;
 - ``kind``: the task that wrote it ("classification", "detection", ...);
 - ``model_name``, ``config`` (the recipe as a dict), ``model`` (the state dict), ``img_size``;
 - the task's data info: ``classes`` (and ``cat_ids`` for detection);
@@ -282,7 +283,7 @@ def is_state_dict(obj) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Checkpoint:
     """What one file holds, read once.
 
@@ -305,6 +306,7 @@ class Checkpoint:
 
     @property
     def where(self) -> str:
+        """The file's path for messages ("the checkpoint" for an object that came from no file)."""
         return str(self.path) if self.path is not None else "the checkpoint"
 
     @property
@@ -356,6 +358,10 @@ def checkpoint_of(content, path: str | os.PathLike | None = None, card: dict | N
     path = Path(path) if path is not None else None
     kind = content.get("kind") if isinstance(content, dict) and isinstance(content.get("kind"), str) else None
     if isinstance(content, dict) and "model_name" in content and (kind or isinstance(content.get("model"), dict)):
+        version = content.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CheckpointError(f"{path or 'the checkpoint'} has checkpoint format {version!r}; this botnet reads "
+                                  f"formats up to {FORMAT_VERSION} (a newer botnet wrote it)")
         return Checkpoint(path, "train", kind or "classification", content["model_name"], content.get("config"),
                           content.get("model"), content.get("classes"), content)
     if card is not None and isinstance(content, dict):
