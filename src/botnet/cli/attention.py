@@ -20,17 +20,17 @@ def _pair(text: str) -> tuple[float, float]:
 def _load(args):
     """(model, card) from --checkpoint, or a randomly initialised --model with a default card."""
     import botnet
-    from botnet.models.weights import checkpoint_kind, load_model, model_card
+    from botnet.checkpoint import open_checkpoint
+    from botnet.models.weights import load_model, model_card
 
     if args.model:
         kw = {"img_size": args.img_size} if args.img_size else {}
         model = botnet.create_model(args.model, **kw).eval()
         return model, model_card(model, crop_pct=1.0)
-    kind, content = checkpoint_kind(args.checkpoint)
-    if kind != "classification":
-        raise ValueError(f"{args.checkpoint} holds a {kind} model; attention draws classifiers' MHSA layers")
-    source = content if isinstance(content, dict) and "model_name" in content else args.checkpoint
-    model, card = load_model(source, use_ema=args.ema)
+    ckpt = open_checkpoint(args.checkpoint)
+    if ckpt.task != "classification":
+        raise ValueError(f"{args.checkpoint} holds a {ckpt.task} model; attention draws classifiers' MHSA layers")
+    model, card = load_model(ckpt, use_ema=args.ema)
     if args.img_size:
         card = dict(card, input_size=[card["input_size"][0], args.img_size, args.img_size])
     return model, card
@@ -45,12 +45,12 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
         from botnet.data.folder import load_rgb
         from botnet.inference.attention import attention_maps, draw_attention_grid, pixel_to_feature, resolve_layer
-        from botnet.inference.classify import eval_transform
+        from botnet.data.transforms import build_eval_transform
 
         out = check_output_file(args.output or f"{Path(args.image).stem}_attention.png", "--output", "attention.png")
         model, card = _load(args)
         layer, _ = resolve_layer(model, args.layer)
-        tf = eval_transform(card)
+        tf = build_eval_transform(card)
         pil = load_rgb(args.image)
         geometric = v2.Compose([t for t in tf.transforms if isinstance(t, (v2.Resize, v2.CenterCrop))])
         shown = geometric(pil)  # what the model sees, before normalization

@@ -21,7 +21,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     import botnet
     from botnet.export import ExportError, export_model
-    from botnet.models.weights import checkpoint_kind, load_model
+    from botnet.checkpoint import open_checkpoint
+    from botnet.models.weights import load_model
 
     try:
         check_output_file(args.output, "--output", _EXAMPLES.get(args.format, "model.onnx"))
@@ -30,17 +31,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             kw = {"img_size": args.img_size} if args.img_size else {}
             model = botnet.create_model(args.model, num_classes=args.num_classes, **kw)
         else:
-            kind, content = checkpoint_kind(args.checkpoint)
-            if kind == "detection":
+            ckpt = open_checkpoint(args.checkpoint)
+            if ckpt.task == "detection":
                 from botnet.export.detection import describe_checks, export_checkpoint
 
                 name, res = export_checkpoint(args.checkpoint, args.output, args.format, img_size=args.img_size,
                                               batch_size=args.batch_size, opset=args.opset, use_ema=args.ema)
                 return _report(args, name, res, describe_checks(res))
-            if kind != "classification":
-                raise ValueError(f"{args.checkpoint} holds a {kind!r} model; export takes classification checkpoints")
-            source = content if isinstance(content, dict) and "model_name" in content else args.checkpoint
-            model, card = load_model(source, use_ema=args.ema)
+            if ckpt.task != "classification":
+                raise ValueError(f"{args.checkpoint} holds a {ckpt.task!r} model; export takes classification "
+                                 "checkpoints")
+            model, card = load_model(ckpt, use_ema=args.ema)
         options = {"img_size": args.img_size, "batch_size": args.batch_size}
         if args.format == "onnx":
             options["opset"] = args.opset

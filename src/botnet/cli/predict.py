@@ -16,27 +16,26 @@ from .paths import check_output_folder
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..models.weights import checkpoint_kind
+    from ..checkpoint import open_checkpoint
 
     try:
         if args.topk < 1 or args.batch_size < 1:
             raise ValueError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
         check_output_folder(args.output or "predictions", "--output")
-        kind, content = checkpoint_kind(args.checkpoint)
+        ckpt = open_checkpoint(args.checkpoint)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet predict: {e}", file=sys.stderr)
         return 2
-    if kind == "detection":
-        return _predict_detection(args)
-    if kind != "classification":
-        print(f"botnet predict: {args.checkpoint} holds a {kind!r} model; predict runs classification and "
+    if ckpt.task == "detection":
+        return _predict_detection(args, ckpt)
+    if ckpt.task != "classification":
+        print(f"botnet predict: {args.checkpoint} holds a {ckpt.task!r} model; predict runs classification and "
               "detection checkpoints", file=sys.stderr)
         return 2
     from ..inference.classify import predict_classifier
 
-    source = content if isinstance(content, dict) and "model_name" in content else args.checkpoint
     try:
-        res = predict_classifier(source, args.images, topk=args.topk, batch_size=args.batch_size,
+        res = predict_classifier(ckpt, args.images, topk=args.topk, batch_size=args.batch_size,
                                  device=args.device, use_ema=args.ema)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet predict: {e}", file=sys.stderr)
@@ -62,8 +61,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_detection(args: argparse.Namespace) -> int:
-    """Detections of every image: OUTPUT/<stem>_pred.png per image and OUTPUT/detections.json."""
+def _predict_detection(args: argparse.Namespace, ckpt) -> int:
+    """Detections of every image (``ckpt``: the opened detection checkpoint): OUTPUT/<stem>_pred.png
+    per image and OUTPUT/detections.json."""
     from ..detection.loading import load_detector
     from ..detection.predict import predict_to_folder, recall_summary
     from ..engine.launch import resolve_device
@@ -71,7 +71,7 @@ def _predict_detection(args: argparse.Namespace) -> int:
 
     try:
         device = resolve_device(args.device or "auto")
-        model, ckpt = load_detector(args.checkpoint, device)
+        model, info = load_detector(ckpt, device)
         paths = expand_image_paths(args.images)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet predict: {e}", file=sys.stderr)
@@ -79,7 +79,7 @@ def _predict_detection(args: argparse.Namespace) -> int:
     out = Path(args.output or "predictions")
     thresh = 0.5 if args.score_thresh is None else args.score_thresh
     records = []
-    for rec in predict_to_folder(model, paths, ckpt["classes"], out, thresh, device,
+    for rec in predict_to_folder(model, paths, info["classes"], out, thresh, device,
                                  progress=sys.stderr.isatty() and len(paths) > 1):
         records.append(rec)
         if "error" not in rec and not args.json:

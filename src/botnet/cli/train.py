@@ -96,28 +96,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_training(prog, Trainer(task, args.resume).fit)
 
 
-def _checkpoint_task(path: str) -> str:
-    from ..models.weights import checkpoint_kind
+def _eval_checkpoint(args: argparse.Namespace) -> tuple[str, dict]:
+    """(task, metrics) of --checkpoint, read once; a file that is no botnet checkpoint goes to the
+    classification reader, which says what is wrong with it."""
+    from ..checkpoint import open_checkpoint
 
-    try:
-        return checkpoint_kind(path)[0]
-    except ValueError:  # not a botnet checkpoint: the classification reader says what is wrong with it
-        return "classification"
+    ckpt = open_checkpoint(args.checkpoint, strict=False)
+    kind = "detection" if args.command == "det-eval" or ckpt.task == "detection" else "classification"
+    return kind, (_eval_detection if kind == "detection" else _eval_classification)(args, ckpt)
 
 
-def _eval_detection(args: argparse.Namespace) -> dict:
+def _eval_detection(args: argparse.Namespace, ckpt) -> dict:
     from ..engine.detect import evaluate_detection_checkpoint
 
     if args.ema:
         raise ValueError("--ema: detection checkpoints hold no EMA weights")
-    return evaluate_detection_checkpoint(args.checkpoint, args.data, args.split, args.batch_size or 2, args.workers,
+    return evaluate_detection_checkpoint(ckpt, args.data, args.split, args.batch_size or 2, args.workers,
                                          args.device, args.output, args.max_images)
 
 
-def _eval_classification(args: argparse.Namespace) -> dict:
+def _eval_classification(args: argparse.Namespace, ckpt) -> dict:
     from ..engine.classify import evaluate_checkpoint
 
-    return evaluate_checkpoint(args.checkpoint, args.data, args.batch_size or 64, args.workers, args.ema, args.device)
+    return evaluate_checkpoint(ckpt, args.data, args.batch_size or 64, args.workers, args.ema, args.device)
 
 
 def _eval_pretrained(args: argparse.Namespace) -> dict:
@@ -136,8 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.model is not None:
             kind, res = "classification", _eval_pretrained(args)
         else:
-            kind = "detection" if args.command == "det-eval" else _checkpoint_task(args.checkpoint)
-            res = (_eval_detection if kind == "detection" else _eval_classification)(args)
+            kind, res = _eval_checkpoint(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2

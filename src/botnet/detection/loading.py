@@ -9,10 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import Checkpoint, open_checkpoint
 from ..config import DetTrainConfig, config_from_dict
 from ..data import builtin_coco_root
-from ..engine.checkpoint import load_checkpoint
-from ..models.weights import read_card
 from .builders import create_detector
 
 __all__ = ["build_detector_from_config", "load_detector", "det_data_root"]
@@ -46,35 +45,18 @@ def build_detector_from_config(cfg: DetTrainConfig, num_classes: int, load_backb
     return model
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} not found")
-    try:
-        return load_file(path)
-    except Exception as e:  # truncated, not a safetensors file
-        raise ValueError(f"{str(path)!r} cannot be read as a safetensors file ({type(e).__name__}: {e})") from None
-
-
-def load_detector(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_detector(source: str | Path | Checkpoint, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode on ``device``, checkpoint dict) from a detection checkpoint of
     ``botnet train``, or from a .safetensors file with its card (``botnet export --format
-    safetensors``; the dict is then the card plus "model")."""
-    if Path(path).suffix.lower() == ".safetensors":
-        card = read_card(path)  # FileNotFoundError naming the file when it or its card is missing
-        weights = _read_safetensors(Path(path))
-        if card.get("kind") != "detection" or not card.get("config"):
-            raise ValueError(f"{path}: its card describes no detector (kind {card.get('kind')!r}); "
-                             "detector weights come from botnet export --format safetensors of a detection checkpoint")
-        ckpt = {**card, "model": weights}
-    else:
-        ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "detection":
-        kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a detection checkpoint of botnet train (kind: {kind!r})")
-    cfg = config_from_dict(ckpt["config"], DetTrainConfig)
-    model = build_detector_from_config(cfg, len(ckpt["classes"]) + 1, load_backbone=False)
-    model.load_state_dict(ckpt["model"])
+    safetensors``; the dict is then the card plus "model"). ``source``: a path or the
+    ``open_checkpoint`` of one."""
+    ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source, strict=False)
+    if ckpt.kind == "weights" and (ckpt.task != "detection" or not ckpt.config):
+        raise ValueError(f"{ckpt.where}: its card describes no detector (kind {ckpt.task!r}); "
+                         "detector weights come from botnet export --format safetensors of a detection checkpoint")
+    ckpt.require("detection")
+    cfg = config_from_dict(ckpt.config, DetTrainConfig)
+    model = build_detector_from_config(cfg, len(ckpt.classes) + 1, load_backbone=False)
+    model.load_state_dict(ckpt.model_state())
     model.to(device).eval()
-    return model, ckpt
+    return model, ckpt.as_dict()

@@ -1,39 +1,29 @@
-"""Checkpoints that are never half-written, verified when read, and rotated by step.
+"""Training-state checkpoints of a run folder: rotated by step, resumed from the newest valid one.
 
-Writing (``save_atomic``): ``torch.save`` into a temporary file in the same folder, a sha256 of
-the file stored at its end (as the zip archive's comment, so ``torch.load`` still reads the file
-as it is), fsync, then an atomic rename over the old file and an fsync of the folder. A reader
-therefore sees the previous complete file or the new complete file, never a half-written one. A
-full disk (ENOSPC / EDQUOT) raises ``DiskFullError`` naming the mount point and the file, after
-removing the partial temporary file.
-
-Reading (``load_checkpoint``): the sha256 is checked before ``torch.load``; a damaged or truncated
-file raises ``CheckpointError`` (a ``ValueError``) that names the file and the problem. Files
-written before checksums existed load without the check.
-
-A run folder (``CheckpointManager``) holds ``ckpt_<step>.pt`` for the newest ``keep`` saves and
-``last.pt``, a hard link to (or copy of) the newest; ``latest_valid()`` returns the newest file
-that reads and verifies, falling back to older ones when the newest is damaged, and
-``retire_newer(step)`` sets aside the files newer than the one a run resumed from. ``best.pt`` and
-other named files are written with ``save_atomic`` directly and are not rotated.
+The file format, the atomic writer (``save_atomic``) and the verified reader (``load_checkpoint``)
+are those of ``botnet.checkpoint`` (imported here for the trainer). A run folder
+(``CheckpointManager``) holds ``ckpt_<step>.pt`` for the newest ``keep`` saves and ``last.pt``, a
+hard link to (or copy of) the newest; ``latest_valid()`` returns the newest file that reads and
+verifies, falling back to older ones when the newest is damaged, and ``retire_newer(step)`` sets
+aside the files newer than the one a run resumed from. ``best.pt`` and other named files are
+written with ``save_atomic`` directly and are not rotated. ``rng_state`` / ``set_rng_state`` save
+and restore the random generators a run resumes with.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import logging
 import os
 import re
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
-from ..models.files import require_file
+from ..checkpoint import (CheckpointError, DiskFullError, disk_full_error, fsync_path, is_disk_full, load_checkpoint,
+                          mount_point, save_atomic, verify_checkpoint)
 from .faults import NonFiniteError, nonfinite_tensors
 
 __all__ = [
@@ -42,167 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("botnet")
-
-_MAGIC = b"botnet-ckpt sha256="
-_TRAILER_LEN = len(_MAGIC) + 64 + 1  # magic, hex digest, newline
-_EOCD = b"PK\x05\x06"  # zip end-of-central-directory record: 22 bytes + comment
-_CHUNK = 1 << 20
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: unreadable, truncated, or failing its checksum."""
-
-
-class DiskFullError(OSError):
-    """No space left (or over quota) while writing: the file being replaced is untouched and the
-    partial temporary file removed. ``str(e)`` is the one-line message."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.errno = errno.ENOSPC
-
-
-def is_disk_full(e: BaseException) -> bool:
-    """True when ``e`` or an exception it was raised from is ENOSPC / EDQUOT (``torch.save`` wraps
-    the OSError of a full disk in a RuntimeError, "[enforce fail at inline_container.cc] unexpected pos")."""
-    seen: BaseException | None = e
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def mount_point(path: str | os.PathLike) -> Path:
-    """The mount point of the file system ``path`` (or its nearest existing parent) is on."""
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    while not os.path.ismount(p) and p != p.parent:
-        p = p.parent
-    return p
-
-
-def disk_full_error(path: str | os.PathLike, action: str = "saving") -> DiskFullError:
-    """'no space left on MOUNT while saving PATH' (the device named by where it is mounted)."""
-    return DiskFullError(f"no space left on {mount_point(path)} while {action} {path}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: folders cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _sha256(f, length: int) -> str:
-    h = hashlib.sha256()
-    f.seek(0)
-    left = length
-    while left > 0:
-        chunk = f.read(min(_CHUNK, left))
-        if not chunk:
-            break
-        h.update(chunk)
-        left -= len(chunk)
-    return h.hexdigest()
-
-
-def _seal(f) -> str:
-    """Append the checksum trailer to the torch file open in ``f`` ("r+b"); returns the digest.
-
-    When the file ends in a zip end-of-central-directory record without a comment (what
-    ``torch.save`` writes), the record's comment length is set to the trailer's, so the trailer
-    becomes the archive comment and the file stays a well-formed zip. The digest covers every
-    byte before the trailer (comment length included)."""
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    if size >= 22:
-        f.seek(size - 22)
-        eocd = f.read(22)
-        if eocd[:4] == _EOCD and eocd[-2:] == b"\x00\x00":
-            f.seek(size - 2)
-            f.write(struct.pack("<H", _TRAILER_LEN))
-    f.flush()
-    digest = _sha256(f, size)
-    f.seek(size)
-    f.write(_MAGIC + digest.encode() + b"\n")
-    return digest
-
-
-def save_atomic(obj, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically, with a sha256 of the file stored in it.
-
-    Creates the parent folder. On any error (or a kill) the old ``path``, if any, is untouched; a
-    stray ``.<name>.*.tmp`` file may remain after a kill (``CheckpointManager`` removes those).
-    Returns ``path`` as a ``Path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            torch.save(obj, f)
-            _seal(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if is_disk_full(e):
-            raise disk_full_error(path) from None
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def verify_checkpoint(path: str | os.PathLike) -> bool:
-    """Check the sha256 stored in a checkpoint written by ``save_atomic``.
-
-    Returns True when it matches, False when the file carries no checksum (written by other code
-    or before checksums existed). Raises ``FileNotFoundError`` if the file is missing and
-    ``CheckpointError`` if it is damaged (checksum mismatch) or too short to be a checkpoint."""
-    path = require_file(path, "checkpoint")
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size < 22:
-            raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {size} bytes, too short for a torch file "
-                                  "(truncated?)")
-        if size < _TRAILER_LEN:
-            return False
-        f.seek(size - _TRAILER_LEN)
-        trailer = f.read(_TRAILER_LEN)
-        if not trailer.startswith(_MAGIC) or not trailer.endswith(b"\n"):
-            return False
-        expected = trailer[len(_MAGIC):-1].decode("ascii", "replace")
-        actual = _sha256(f, size - _TRAILER_LEN)
-    if actual != expected:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its contents hash to sha256 {actual[:16]}..., "
-                              f"the file records {expected[:16]}... (damaged on disk or in a copy)")
-    return True
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, verify: bool = True):
-    """Read a checkpoint written by ``save_atomic`` (or any ``torch.save`` file).
-
-    With ``verify`` the stored sha256 is checked first. Raises ``FileNotFoundError`` when the file
-    is missing and ``CheckpointError`` (a ``ValueError``) when it is damaged, truncated or not a
-    torch file; the message names the file."""
-    path = require_file(path, "checkpoint")
-    if verify:
-        verify_checkpoint(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # truncated or not a torch file
-        why = " ".join("".join(c if c.isprintable() else " " for c in str(e)).split())[:200]  # one printable line
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {why})") from None
 
 
 class CheckpointManager:
@@ -295,7 +124,7 @@ class CheckpointManager:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        _fsync_dir(dst.parent)
+        fsync_path(dst.parent)
 
     def retire_newer(self, step: int) -> list[Path]:
         """Rename step files newer than ``step`` to ``<name>.retired`` (and point ``last.pt`` at the

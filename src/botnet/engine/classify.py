@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import Checkpoint, open_checkpoint
 from ..config import ConfigError, TrainConfig, config_from_dict, validate_config
 from ..data import build_dataset, build_transforms, collate_skip_none
 from ..models import create_model, model_entrypoint
 from ..models.convert import load_pretrained
-from .checkpoint import load_checkpoint
 from .distributed import DistInfo, all_reduce_sum
 from .launch import resolve_device
 from .metrics import plot_curves
@@ -179,29 +179,24 @@ def train(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence[Callb
     return Trainer(ClassificationTask(cfg), resume, callbacks).fit()
 
 
-def evaluate_checkpoint(path: str, data_root: str | None = None, batch_size: int = 64, workers: int = 2,
+def evaluate_checkpoint(path: str | Checkpoint, data_root: str | None = None, batch_size: int = 64, workers: int = 2,
                         use_ema: bool = False, device: str = "auto") -> dict:
-    """Evaluate a classification checkpoint on ``data_root``/val (default: the data it was trained on)."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "classification":
-        raise ValueError(f"{path} is not a classification checkpoint of botnet train")
-    cfg = config_from_dict(ckpt["config"])
+    """Evaluate a classification checkpoint (a path or its ``open_checkpoint``) on ``data_root``/val
+    (default: the data it was trained on)."""
+    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path, strict=False)
+    ckpt.require("classification", train=True)
+    cfg = config_from_dict(ckpt.config)
     dev = resolve_device(device)
     root = data_root if data_root is not None else cfg.data.root
     tf = build_transforms(False, cfg.data.eval_size or cfg.data.img_size, crop_pct=cfg.data.crop_pct)
     ds = build_dataset(root, "val", tf)
-    if ds.classes != ckpt["classes"]:
-        raise ValueError(f"the data's classes {ds.classes[:5]}... differ from the checkpoint's {ckpt['classes'][:5]}...")
-    model = create_model(cfg.model.name, num_classes=len(ckpt["classes"]), img_size=cfg.data.img_size, **cfg.model.kwargs)
-    state = ckpt["model"]
-    if use_ema:
-        if not ckpt.get("ema"):
-            raise ValueError(f"{path} has no EMA weights (trained without run.ema=true)")
-        state = {k[len("module."):]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
-    model.load_state_dict(state)
+    if ds.classes != ckpt.classes:
+        raise ValueError(f"the data's classes {ds.classes[:5]}... differ from the checkpoint's {ckpt.classes[:5]}...")
+    model = create_model(cfg.model.name, num_classes=len(ckpt.classes), img_size=cfg.data.img_size, **cfg.model.kwargs)
+    model.load_state_dict(ckpt.model_state(use_ema))
     model.to(dev)
     loader = eval_loader(ds, DistInfo(), batch_size, workers, collate_skip_none, dev.type == "cuda")
     amp = AMP_DTYPES.get(cfg.run.amp) if dev.type == "cuda" else None
     res = evaluate(model, loader, dev, amp)
-    res.update(checkpoint=str(path), model=cfg.model.name, epoch=ckpt["epoch"], step=ckpt["step"], ema=use_ema)
+    res.update(checkpoint=ckpt.where, model=cfg.model.name, epoch=ckpt.epoch, step=ckpt.step, ema=use_ema)
     return res

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import Checkpoint, open_checkpoint
 from ..config import ConfigError, DetTrainConfig, config_from_dict, validate_config
 from ..data import build_coco_dataset, build_det_transforms, collate_detection
 from ..data.coco_shards import coco_index_path
@@ -173,23 +174,27 @@ def train_detector(cfg: DetTrainConfig, resume: str | None = None, callbacks: Se
     return Trainer(DetectionTask(cfg), resume, callbacks).fit()
 
 
-def evaluate_detection_checkpoint(path: str, data_root: str | None = None, split: str | None = None, batch_size: int = 2,
-                                  workers: int = 2, device: str = "auto", output: str | None = None,
+def evaluate_detection_checkpoint(path: str | Checkpoint, data_root: str | None = None, split: str | None = None,
+                                  batch_size: int = 2, workers: int = 2, device: str = "auto", output: str | None = None,
                                   max_images: int | None = None) -> dict:
     """COCO metrics of a detection checkpoint on ``data_root``/``split`` (default: its training data's
-    validation split). ``output``: also write the metrics and the COCO results JSON there."""
+    validation split); ``path`` may be its ``open_checkpoint``. ``output``: also write the metrics
+    and the COCO results JSON there."""
     dev = resolve_device(device)
-    model, ckpt = load_detector(path, dev)
-    cfg = config_from_dict(ckpt["config"], DetTrainConfig)
+    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path, strict=False)
+    model, _ = load_detector(ckpt, dev)
+    cfg = config_from_dict(ckpt.config, DetTrainConfig)
     root = Path(data_root) if data_root is not None else det_data_root(cfg)
     split = split or cfg.data.val_split
     ds = build_coco_dataset(root, split, build_det_transforms(False, cfg.data.img_size), train=False, masks=False)
-    if list(ds.cat_ids) != list(ckpt["cat_ids"]):
-        raise ValueError(f"the data's category ids {list(ds.cat_ids)[:8]} differ from the checkpoint's {ckpt['cat_ids'][:8]}")
+    cat_ids = list(ckpt.get("cat_ids") or [])
+    if list(ds.cat_ids) != cat_ids:
+        raise ValueError(f"the data's category ids {list(ds.cat_ids)[:8]} differ from the checkpoint's {cat_ids[:8]}")
     loader = eval_loader(ds, DistInfo(), batch_size, workers, collate_detection, max_images=max_images)
     amp = AMP_DTYPES.get(cfg.run.amp) if dev.type == "cuda" else None
     metrics, results = evaluate_detector(model, loader, ds, dev, amp)
-    res = {"checkpoint": str(path), "model": cfg.model.name, "step": ckpt["step"], "data": str(root), "split": split, **metrics}
+    res = {"checkpoint": ckpt.where, "model": cfg.model.name, "step": ckpt.step, "data": str(root), "split": split,
+           **metrics}
     if output:
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)

@@ -65,13 +65,13 @@ def _classes(run_dir: Path, data: dict) -> int | None:
             return len(BUILTIN_CLASSES)
         train = Path(str(root)) / "train"
         return sum(1 for p in train.iterdir() if p.is_dir()) or None if train.is_dir() else None
-    import torch
+    from ..checkpoint import checkpoint_of, load_checkpoint
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = checkpoint_of(load_checkpoint(path, verify=False, mmap=True), path)
     except Exception:  # a damaged last.pt: the counts fall back to the model's default head
         return None
-    return len(ckpt.get("classes") or []) or None
+    return len(ckpt.classes or []) or None
 
 
 def _step_ms(recs: list[dict], batch: int) -> float | None:

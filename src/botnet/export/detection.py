@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import Checkpoint, open_checkpoint
 from .checks import check_detections, export_result
 from .core import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, export_model, quiet_export, register_exporter
 from ..layers import use_kernel
@@ -235,8 +236,7 @@ def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_s
 
     from .. import __version__
     from ..detection.loading import load_detector
-    from ..models.files import file_sha256, write_atomic
-    from ..models.weights import card_path
+    from ..checkpoint import card_path, file_sha256, write_atomic
 
     t0 = time.perf_counter()
     path = Path(path)
@@ -274,11 +274,12 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, fmt: str, *, img_size: int | None = None,
-                      batch_size: int = 1, opset: int = DEFAULT_OPSET, use_ema: bool = False) -> tuple[str, ExportResult]:
-    """Export the detector of a detection checkpoint (or safetensors weights with their card) to
-    ``output`` in ``fmt``: (detector name, result). Raises ValueError on bad input and ExportError
-    when the export does not reproduce PyTorch."""
+def export_checkpoint(path: str | os.PathLike | Checkpoint, output: str | os.PathLike, fmt: str, *,
+                      img_size: int | None = None, batch_size: int = 1, opset: int = DEFAULT_OPSET,
+                      use_ema: bool = False) -> tuple[str, ExportResult]:
+    """Export the detector of a detection checkpoint (or safetensors weights with their card; a path
+    or its ``open_checkpoint``) to ``output`` in ``fmt``: (detector name, result). Raises ValueError
+    on bad input and ExportError when the export does not reproduce PyTorch."""
     from ..detection.loading import load_detector
 
     if fmt not in FORMATS:
@@ -288,12 +289,13 @@ def export_checkpoint(path: str | os.PathLike, output: str | os.PathLike, fmt: s
     if batch_size not in (None, 1):
         raise ValueError("--batch-size is for classifiers: an ONNX detector takes one (3, S, S) image per run, "
                          "a TorchScript one a list of images")
-    model, ckpt = load_detector(path)
+    ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path, strict=False)
+    model, _ = load_detector(ckpt)
     options = {"img_size": img_size}
     if fmt == "onnx":
         options["opset"] = opset
     if fmt == "safetensors":
-        options["card"] = {k: ckpt[k] for k in DET_CARD_FIELDS if k in ckpt}
+        options["card"] = {k: ckpt.get(k) for k in DET_CARD_FIELDS if ckpt.get(k) is not None}
     return _name(model), export_model(model, output, fmt, kind="detection", **options)
 
 

@@ -1,8 +1,9 @@
 """Top-k class predictions for image files with a trained classifier (``botnet predict``).
 
 The checkpoint is a ``botnet train`` checkpoint or a weight file with its model card
-(``botnet.models.weights.save_weights``); images are preprocessed as in evaluation (resize the
-short side to ``size / crop_pct``, center crop, normalize with the card's mean and std).
+(``botnet.models.weights.save_weights``); images are preprocessed as ``botnet eval`` does:
+``eval_transform`` is ``botnet.data.transforms.build_eval_transform`` (resize the short side to
+floor(size / crop_pct), center crop, normalize with the card's mean and std).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import InterpolationMode
 
+from ..checkpoint import Checkpoint
+from ..data.transforms import build_eval_transform
 from ..engine.launch import resolve_device
 
 __all__ = ["IMAGE_SUFFIXES", "expand_image_paths", "eval_transform", "predict_classifier", "resolve_device"]
 
 log = logging.getLogger("botnet.inference")
+eval_transform = build_eval_transform  # the card's eval transform: the one ``botnet eval`` uses (floor, as timm)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -44,26 +46,15 @@ def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def eval_transform(card: dict) -> v2.Compose:
-    """PIL RGB image -> normalized (3, H, W) float32 tensor, as the card's model was evaluated."""
-    _, h, w = card["input_size"]
-    crop_pct = card.get("crop_pct", 0.875)
-    mode = InterpolationMode(card.get("interpolation", "bilinear"))
-    resize = int(round(h / crop_pct)) if h == w else (int(round(h / crop_pct)), int(round(w / crop_pct)))
-    return v2.Compose([
-        v2.Resize(resize, interpolation=mode, antialias=True), v2.CenterCrop((h, w)),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(card["mean"]), list(card["std"])),
-    ])
-
-
-
 @torch.no_grad()
-def predict_classifier(checkpoint: str | os.PathLike | dict, paths: Iterable[str | os.PathLike], *, topk: int = 5,
-                       batch_size: int = 16, device: str | torch.device = "auto", use_ema: bool = False) -> dict:
+def predict_classifier(checkpoint: str | os.PathLike | dict | Checkpoint, paths: Iterable[str | os.PathLike], *,
+                       topk: int = 5, batch_size: int = 16, device: str | torch.device = "auto",
+                       use_ema: bool = False) -> dict:
     """Classify image files (folders are searched recursively).
 
     Args:
-        checkpoint: a ``botnet train`` checkpoint (path or loaded dict) or a weight file with its card.
+        checkpoint: a ``botnet train`` checkpoint (path, loaded dict or ``open_checkpoint``) or a weight
+            file with its card.
         paths: image files and folders.
         topk: classes per image (at most the number of classes).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
@@ -85,8 +76,10 @@ def predict_classifier(checkpoint: str | os.PathLike | dict, paths: Iterable[str
     model.to(dev)
     classes = card.get("classes") or [str(i) for i in range(card["num_classes"])]
     k = min(topk, len(classes))
-    tf = eval_transform(card)
-    result = {"model": card["model_name"], "checkpoint": str(checkpoint) if not isinstance(checkpoint, dict) else None,
+    tf = build_eval_transform(card)
+    where = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
+    where = None if isinstance(where, dict) else where
+    result = {"model": card["model_name"], "checkpoint": None if where is None else str(where),
               "predictions": [], "skipped": []}
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     if len(batches) > 1:

@@ -26,11 +26,10 @@ import torch
 from torch import nn
 
 from ..layers import BoTBlock, Bottleneck, EcaModule, SEModule
-from .staged import StagedNet
+from .staged import ACT_LAYERS, StagedNet, to_pair
 
 __all__ = ["StageCfg", "ByoaCfg", "ByoaNet", "build_byoa", "round_channels"]
 
-_ACTS: dict[str, Callable[..., nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
 BLOCK_ATTNS = ("", "se", "eca")
 
 
@@ -98,8 +97,8 @@ class ByoaCfg:
     def __post_init__(self):
         if len(self.stages) != 4:
             raise ValueError(f"a ByoaCfg has 4 stages (c2..c5), got {len(self.stages)}")
-        if self.act not in _ACTS:
-            raise ValueError(f"act must be one of {sorted(_ACTS)}, got {self.act!r}")
+        if self.act not in ACT_LAYERS:
+            raise ValueError(f"act must be one of {sorted(ACT_LAYERS)}, got {self.act!r}")
         if self.block_attn not in BLOCK_ATTNS:
             raise ValueError(f"block_attn must be one of {BLOCK_ATTNS}, got {self.block_attn!r}")
         for s in self.stages:
@@ -110,10 +109,6 @@ class ByoaCfg:
 
     def stem_widths(self) -> tuple[int, int, int]:
         return 3 * self.stem_chs // 8, self.stem_chs // 2, self.stem_chs
-
-
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 class ByoaNet(StagedNet):
@@ -135,9 +130,9 @@ class ByoaNet(StagedNet):
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, act_layer: Callable[..., nn.Module] | None = None,
                  norm_layer: Callable[..., nn.Module] | None = None, zero_init_last: bool = True, global_pool: str = "avg"):
         super().__init__()
-        act_layer = act_layer or _ACTS[cfg.act]
+        act_layer = act_layer or ACT_LAYERS[cfg.act]
         norm_layer = norm_layer or nn.BatchNorm2d
-        self.cfg, self.num_classes, self.in_chans, self.img_size = cfg, num_classes, in_chans, _pair(img_size)
+        self.cfg, self.num_classes, self.in_chans, self.img_size = cfg, num_classes, in_chans, to_pair(img_size)
         self.drop_rate = drop_rate
         self.size_divisor = self._size_divisor(cfg)
         self.check_input_size(self.img_size)

@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from ..layers import BoTBlock, Bottleneck, NonLocal2d, POS_ENCODINGS
-from .staged import StagedNet
+from .staged import ACT_LAYERS, StagedNet, to_pair
 
 __all__ = ["NetCfg", "ResNet", "build_model"]
 
-_ACTS: dict[str, Callable[..., nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
 _STAGES = ("c2", "c3", "c4", "c5")
 _WIDTHS = (64, 128, 256, 512)
 
@@ -73,8 +72,8 @@ class NetCfg:
         for kind, stage in self.insert:
             if kind not in ("nl", "bot") or stage not in _STAGES:
                 raise ValueError(f"insert entries are (kind, stage) with kind 'nl'|'bot', stage c2..c5; got {(kind, stage)}")
-        if self.act not in _ACTS:
-            raise ValueError(f"act must be one of {sorted(_ACTS)}, got {self.act!r}")
+        if self.act not in ACT_LAYERS:
+            raise ValueError(f"act must be one of {sorted(ACT_LAYERS)}, got {self.act!r}")
         if self.pos_enc not in POS_ENCODINGS:
             raise ValueError(f"pos_enc must be one of {POS_ENCODINGS}, got {self.pos_enc!r}")
         if min(self.widths()) < self.num_heads or self.widths()[3] % self.num_heads:
@@ -99,10 +98,6 @@ class NetCfg:
             if name == _STAGES[stage]:
                 kinds.insert(len(kinds) - 1, kind)
         return kinds
-
-
-def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 class ResNet(StagedNet):
@@ -139,12 +134,12 @@ class ResNet(StagedNet):
         global_pool: str = "avg",
     ):
         super().__init__()
-        act_layer = act_layer or _ACTS[cfg.act]
+        act_layer = act_layer or ACT_LAYERS[cfg.act]
         norm_layer = norm_layer or nn.BatchNorm2d
         self.cfg = cfg
         self.num_classes = num_classes
         self.in_chans = in_chans
-        self.img_size = _pair(img_size)
+        self.img_size = to_pair(img_size)
         self.drop_rate = drop_rate
         self.size_divisor = self._size_divisor(cfg)
         self.check_input_size(self.img_size)

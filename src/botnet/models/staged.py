@@ -18,9 +18,15 @@ from torch import nn
 from ..layers import BoTBlock, Bottleneck, MHSA2d, NonLocal2d
 from .features import take_indices
 
-__all__ = ["StagedNet", "check_input", "input_size_error", "GLOBAL_POOLS"]
+__all__ = ["StagedNet", "check_input", "input_size_error", "GLOBAL_POOLS", "ACT_LAYERS", "to_pair"]
 
 GLOBAL_POOLS = ("avg", "")
+ACT_LAYERS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}  # a recipe's ``act`` name -> its layer class
+
+
+def to_pair(size) -> tuple:
+    """An image size as (H, W): an int ``s`` is (s, s), a pair is taken as it is (as ints)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _nearest_multiples(n: int, m: int) -> list[int]:

@@ -13,8 +13,9 @@ weights and ``m.json`` beside them, the model card: model name, architecture, in
 normalization, class names, metrics, botnet version and the sha256 of the weight file.
 ``load_model(path)`` rebuilds the model from such a pair or from a ``botnet train`` checkpoint.
 
-Files are read with ``torch.load(weights_only=False)`` (training checkpoints hold RNG states):
-load only files you trust, or use safetensors.
+Files are read and written by ``botnet.checkpoint`` (its safe-load policy: a stored sha256 checked
+first, then ``torch.load(weights_only=False)``, since training checkpoints hold RNG states): load
+only files you trust, or use safetensors.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import file_sha256, require_file, write_atomic
+from ..checkpoint import (Checkpoint, card_path, checkpoint_of, file_sha256, is_state_dict, load_checkpoint,
+                          open_checkpoint, read_card, write_atomic)
 
 __all__ = [
     "KEY_MAPS", "LoadReport", "extract_state_dict", "read_state_dict", "remap_keys", "load_matching",
     "load_weights", "save_weights", "model_card", "read_card", "card_from_checkpoint", "load_model",
-    "NO_WEIGHTS_MESSAGE", "card_path", "checkpoint_kind", "match_weights",
+    "NO_WEIGHTS_MESSAGE", "card_path", "match_weights",
 ]
 
 log = logging.getLogger("botnet.weights")
@@ -97,10 +99,6 @@ class LoadReport:
         return "; ".join(lines)
 
 
-def _is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
 def extract_state_dict(obj, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """A state dict from a file's content: a plain state dict, or a checkpoint holding one under
     'model', 'state_dict' or 'model_state' ('ema', 'state_dict_ema' or 'model_ema' with
@@ -117,7 +115,7 @@ def extract_state_dict(obj, use_ema: bool = False) -> dict[str, torch.Tensor]:
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
-    if not _is_state_dict(obj):
+    if not is_state_dict(obj):
         raise ValueError("expected a state dict (name -> tensor) or a checkpoint with a 'model' or 'state_dict' entry")
     out = {}
     for k, v in obj.items():
@@ -136,16 +134,7 @@ def _weights_format(path: Path) -> str:
 
 
 def _read_file(path: str | os.PathLike):
-    path = require_file(path, "weights file")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated, not a torch / safetensors file
-        why = " ".join(str(e).split())  # one line
-        raise ValueError(f"{str(path)!r} cannot be read as a torch or safetensors file ({type(e).__name__}: {why})") from None
+    return load_checkpoint(path, what="weights file")
 
 
 def read_state_dict(source: str | os.PathLike | dict, use_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -274,11 +263,6 @@ def model_card(model: nn.Module, **fields) -> dict:
     return card
 
 
-def card_path(weights_path: str | os.PathLike) -> Path:
-    """The card beside a weight file: ``dir/name.safetensors`` -> ``dir/name.json``."""
-    return Path(weights_path).with_suffix(".json")
-
-
 def save_weights(model: nn.Module, path: str | os.PathLike, card: dict | None = None) -> Path:
     """Write ``model``'s state dict to ``path`` (.safetensors, or .pt / .pth for ``torch.save``) and
     its model card to ``<stem>.json`` beside it; ``card`` adds fields (``classes``, ``metrics``, ...).
@@ -301,87 +285,58 @@ def save_weights(model: nn.Module, path: str | os.PathLike, card: dict | None = 
     return out
 
 
-def read_card(weights_path: str | os.PathLike, check_hash: bool = True) -> dict:
-    """The card beside ``weights_path``; warns when the weight file's sha256 differs from it."""
-    path = card_path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{Path(weights_path).name} has no model card {path.name} beside it "
-                                f"(save_weights writes one); without it the architecture is unknown")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"model card {path} is not valid JSON ({e})") from None
-    if check_hash and card.get("sha256") and Path(weights_path).is_file():
-        digest = file_sha256(Path(weights_path))
-        if digest != card["sha256"]:
-            log.warning("%s: sha256 %s... differs from its card's %s...: the weights were changed after the card was written",
-                        weights_path, digest[:12], card["sha256"][:12])
-    return card
-
-
-def card_from_checkpoint(ckpt: dict) -> dict:
+def card_from_checkpoint(ckpt: Checkpoint | dict) -> dict:
     """The model card of a ``botnet train`` classification checkpoint (config, classes, metrics)."""
     from .. import __version__
     from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    cfg = ckpt.get("config") or {}
+    ckpt = ckpt if isinstance(ckpt, Checkpoint) else checkpoint_of(ckpt)
+    cfg = ckpt.config or {}
     data, mcfg = cfg.get("data") or {}, cfg.get("model") or {}
     img = data.get("img_size", ckpt.get("img_size", 224))
     eval_size = data.get("eval_size") or img
-    classes = list(ckpt.get("classes") or [])
+    classes = list(ckpt.classes or [])
     arch = {"num_classes": len(classes), "img_size": img, **(mcfg.get("kwargs") or {})}
     return {
-        "card_version": CARD_VERSION, "kind": ckpt.get("kind", "classification"), "model_name": ckpt["model_name"],
+        "card_version": CARD_VERSION, "kind": ckpt.task, "model_name": ckpt.model_name,
         "architecture": arch, "input_size": [arch.get("in_chans", 3), eval_size, eval_size],
         "crop_pct": data.get("crop_pct", 0.875), "interpolation": "bilinear",
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "num_classes": len(classes), "classes": classes,
-        "metrics": ckpt.get("metrics") or {}, "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
+        "metrics": ckpt.metrics, "epoch": ckpt.epoch, "step": ckpt.step,
         "botnet_version": __version__,
     }
 
 
-def _is_train_checkpoint(obj) -> bool:
-    return isinstance(obj, dict) and "model_name" in obj and isinstance(obj.get("model"), dict)
+def _open(source: str | os.PathLike | dict | Checkpoint) -> Checkpoint:
+    if isinstance(source, Checkpoint):
+        return source
+    if isinstance(source, dict):
+        ckpt = checkpoint_of(source)
+        if ckpt.kind != "train":
+            raise ValueError("load_model needs a botnet train checkpoint dict (with model_name, model, config)")
+        return ckpt
+    return open_checkpoint(source, strict=False)
 
 
-def load_model(source: str | os.PathLike | dict, *, use_ema: bool = False) -> tuple[nn.Module, dict]:
+def load_model(source: str | os.PathLike | dict | Checkpoint, *, use_ema: bool = False) -> tuple[nn.Module, dict]:
     """Rebuild a classifier from a weight file with its card (``save_weights``) or from a
-    ``botnet train`` checkpoint (a path or the loaded dict). Returns ``(model.eval(), card)``."""
+    ``botnet train`` checkpoint (a path, the loaded dict or its ``open_checkpoint``). Returns
+    ``(model.eval(), card)``."""
     from ._registry import model_entrypoint
 
-    where = "the checkpoint" if isinstance(source, dict) else str(source)
-    obj = source if isinstance(source, dict) else _read_file(source)
-    if _is_train_checkpoint(obj):
-        if obj.get("kind", "classification") != "classification":
-            raise ValueError(f"{where} is a {obj.get('kind')} checkpoint; load_model rebuilds classifiers")
-        card = card_from_checkpoint(obj)
-    elif isinstance(source, dict):
-        raise ValueError("load_model needs a botnet train checkpoint dict (with model_name, model, config)")
-    else:
-        card = read_card(source)
-        if card.get("kind", "classification") != "classification" or not card.get("architecture"):
-            raise ValueError(f"{where}: its card describes no classifier architecture (kind {card.get('kind')!r})")
+    ckpt = _open(source)
+    if ckpt.kind == "other":
+        read_card(ckpt.path)  # FileNotFoundError: a bare state dict without its card
+    if ckpt.task != "classification":
+        raise ValueError(f"{ckpt.where} is a {ckpt.task} checkpoint; load_model rebuilds classifiers")
+    card = card_from_checkpoint(ckpt) if ckpt.kind == "train" else ckpt.card
+    if not card.get("architecture"):
+        raise ValueError(f"{ckpt.where}: its card describes no classifier architecture (kind {card.get('kind')!r})")
     model = model_entrypoint(card["model_name"])(**card["architecture"])
     model.model_name = card["model_name"]
-    usable, report = match_weights(model, extract_state_dict(obj, use_ema), None, False)
+    state = ckpt.model_state(use_ema) if ckpt.kind == "train" else extract_state_dict(ckpt.state, use_ema)
+    usable, report = match_weights(model, extract_state_dict(state), None, False)
     if not report.complete:
-        raise ValueError(f"{where} does not match the {card['model_name']} its card describes: {report.summary()}")
+        raise ValueError(f"{ckpt.where} does not match the {card['model_name']} its card describes: {report.summary()}")
     model.load_state_dict(usable)
     return model.eval(), card
-
-
-def checkpoint_kind(path: str | os.PathLike) -> tuple[str, dict | None]:
-    """What a file holds, for commands that take any checkpoint: ("classification" | "detection" |
-    another kind, the loaded content or None for a .safetensors file). A ``botnet train`` /
-    ``det-train`` checkpoint says its kind; a weight file takes it from its card. Raises
-    FileNotFoundError, or ValueError for a file that is neither."""
-    path = require_file(path, "checkpoint")
-    if path.suffix.lower() == ".safetensors":
-        return read_card(path, check_hash=False).get("kind", "classification"), None
-    obj = _read_file(path)
-    if isinstance(obj, dict) and isinstance(obj.get("kind"), str):
-        return obj["kind"], obj
-    if _is_state_dict(obj) and card_path(path).is_file():
-        return read_card(path, check_hash=False).get("kind", "classification"), obj
-    raise ValueError(f"{path} is not a botnet checkpoint: expected a `botnet train` / `det-train` checkpoint "
-                     "or a weight file with its model card beside it")
