@@ -9,7 +9,10 @@ floor pair lacks, add one function (or flag) here that uses the new API where it
 equivalent fallback otherwise, and call that; no version checks scattered through the package. A
 feature the floor cannot provide at all gets a ``HAS_*`` flag and a ``*_MISSING`` reason, for the
 error message and for the tests' ``skipif``. This module sits at the bottom of the stack: it imports
-only torch and torchvision, so every botnet module may import it.
+only torch and torchvision, so every botnet module may import it. It imports torchvision only when a
+torchvision function here is used (``V2Transform`` is built on first access): ``import torchvision``
+costs about 1 s (it imports ``torch._dynamo``), and the layers and models that import this module
+need torch alone.
 
 What is here (the newest API, and the release it appeared in):
 
@@ -30,13 +33,12 @@ What is here (the newest API, and the release it appeared in):
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import inspect
 from collections.abc import Iterable
 
 import torch
-import torchvision
-from torchvision.transforms import v2
 
 __all__ = ["TORCH_VERSION", "TORCHVISION_VERSION", "HAS_FLEX", "FLEX_MISSING", "flex_attention",
            "total_norm", "query_size", "V2Transform", "restore_ieee_denormals", "draw_labelled_boxes"]
@@ -48,7 +50,7 @@ def _major_minor(version: str) -> tuple[int, int]:
 
 
 TORCH_VERSION = _major_minor(torch.__version__)
-TORCHVISION_VERSION = _major_minor(torchvision.__version__)
+TORCHVISION_VERSION = _major_minor(importlib.metadata.version("torchvision"))  # without importing it
 
 # torch.nn.attention.flex_attention is public from torch 2.5 (2.4 has only a private prototype);
 # find_spec imports the small torch.nn.attention package, not flex_attention and its compiler stack.
@@ -88,6 +90,8 @@ def query_size(flat_inputs: list) -> tuple[int, int]:
     masks, bounding boxes' canvas, PIL images, a plain tensor image); ValueError when they differ.
     ``torchvision.transforms.v2.query_size`` where it is public (torchvision >= 0.20), else the same
     function from where torchvision 0.19 keeps it (``torchvision.transforms.v2._utils``)."""
+    from torchvision.transforms import v2
+
     public = getattr(v2, "query_size", None)
     if public is not None:
         return tuple(public(flat_inputs))
@@ -96,18 +100,32 @@ def query_size(flat_inputs: list) -> tuple[int, int]:
     return tuple(_utils.query_size(flat_inputs))
 
 
-class V2Transform(v2.Transform):
-    """Base of botnet's custom v2 transforms: subclasses define ``make_params(flat_inputs) -> dict``
-    and ``transform(inpt, params)``, the hooks torchvision >= 0.21 calls; on older torchvision,
-    whose ``forward`` calls ``_get_params`` / ``_transform`` instead, those two call them."""
+def _v2_transform() -> type:
+    from torchvision.transforms import v2
 
-    if not hasattr(v2.Transform, "make_params"):
+    class V2Transform(v2.Transform):
+        """Base of botnet's custom v2 transforms: subclasses define ``make_params(flat_inputs) -> dict``
+        and ``transform(inpt, params)``, the hooks torchvision >= 0.21 calls; on older torchvision,
+        whose ``forward`` calls ``_get_params`` / ``_transform`` instead, those two call them."""
 
-        def _get_params(self, flat_inputs: list) -> dict:
-            return self.make_params(flat_inputs)
+        if not hasattr(v2.Transform, "make_params"):
 
-        def _transform(self, inpt, params: dict):
-            return self.transform(inpt, params)
+            def _get_params(self, flat_inputs: list) -> dict:
+                return self.make_params(flat_inputs)
+
+            def _transform(self, inpt, params: dict):
+                return self.transform(inpt, params)
+
+    V2Transform.__module__, V2Transform.__qualname__ = __name__, "V2Transform"
+    return V2Transform
+
+
+def __getattr__(name: str):
+    """``V2Transform``, built (importing torchvision) on first use and then kept."""
+    if name == "V2Transform":
+        globals()[name] = cls = _v2_transform()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def restore_ieee_denormals() -> None:

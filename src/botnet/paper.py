@@ -40,6 +40,55 @@ class PaperRow:
 
 _EFF = "EfficientNet is not built by botnet (timm has it); the row is listed for completeness"
 
+# Table 14 as printed (EfficientNet training regime), in the paper's order; "-": a model botnet does
+# not build (EfficientNet, see _EFF). Rows that do not reproduce are named in TABLE14_DIFFERS.
+TABLE14 = """
+label       model          img  params_m  madds_g
+B0          -              224  5.3       0.39
+S0          seresnet50     160  28.02     2.09
+B1          -              240  7.8       0.7
+ResNet-50   resnet50       224  25.5      4.09
+ResNet-50   resnet50       256  25.5      5.34
+SENet-50    seresnet50     224  28.02     4.09
+B2          -              260  9.2       1.0
+ResNet-101  resnet101      224  44.4      7.8
+B3          -              300  12        1.8
+T3          botnet_t3      224  33.5      7.3
+ResNet-152  resnet152      224  60.04     11.5
+S1          seresnet101    224  49.2      7.8
+S2          seresnet152    224  66.6      11.5
+B4          -              380  19        4.2
+T4          botnet_t4      224  54.7      10.9
+S3          seresnet152    288  66.6      19.04
+B5          -              456  30        9.9
+S4          seresnet350    320  115.18    52.9
+T5          botnet_t5      256  75.1      19.3
+B6          -              528  43        19
+S5          seresnet350    384  115.18    52.9
+T6          botnet_t6      320  53.9      23.3
+B7          -              600  66        37
+T7-320      botnet_t7_320  320  75.1      30.9
+B7-RA       -              600  66        37
+T7          botnet_t7      384  75.1      45.8
+"""
+TABLE14_DIFFERS = {
+    "S4": dict(params_ok=False, note="[4,40,60,12] (Table 13) has 151.5M parameters; its 52.9G M.Adds do reproduce"),
+    "S5": dict(params_ok=False, madds_ok=False,
+               note="the row repeats S4's numbers; at 384 the same network has 76.2G M.Adds"),
+}
+
+
+def _table14_rows() -> tuple[PaperRow, ...]:
+    """TABLE14 as PaperRows (EfficientNet rows carry _EFF, the rows of TABLE14_DIFFERS their notes)."""
+    rows = []
+    for line in TABLE14.strip().splitlines()[1:]:
+        label, model, img, params, madds = line.split()
+        extra = TABLE14_DIFFERS.get(label, {}) if model != "-" else {"note": _EFF}
+        rows.append(PaperRow("14", label, None if model == "-" else model, int(img), float(params), float(madds),
+                             **extra))
+    return tuple(rows)
+
+
 PAPER_ROWS: tuple[PaperRow, ...] = (
     # Table 1: R50 vs BoT50 at 1024x1024
     PaperRow("1", "R50", "resnet50", 1024, 25.5, 85.4),
@@ -52,35 +101,7 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
              note="3.79G = R50 v1 (3.86G) + the BoT50-vs-R50 delta at v1.5; no single network gives it"),
     PaperRow("10", "BoT-S1-50", "botnet_s1_50", 224, 20.8, 4.27, kwargs=_NO_SE_RELU, madds_ok=False,
              note="c5 at stride 1 runs all of c5 at 14x14: 5.41G; 4.27G fits no consistent design"),
-    # Table 14: EfficientNet training regime
-    PaperRow("14", "B0", None, 224, 5.3, 0.39, note=_EFF),
-    PaperRow("14", "S0", "seresnet50", 160, 28.02, 2.09),
-    PaperRow("14", "B1", None, 240, 7.8, 0.7, note=_EFF),
-    PaperRow("14", "ResNet-50", "resnet50", 224, 25.5, 4.09),
-    PaperRow("14", "ResNet-50", "resnet50", 256, 25.5, 5.34),
-    PaperRow("14", "SENet-50", "seresnet50", 224, 28.02, 4.09),
-    PaperRow("14", "B2", None, 260, 9.2, 1.0, note=_EFF),
-    PaperRow("14", "ResNet-101", "resnet101", 224, 44.4, 7.8),
-    PaperRow("14", "B3", None, 300, 12, 1.8, note=_EFF),
-    PaperRow("14", "T3", "botnet_t3", 224, 33.5, 7.3),
-    PaperRow("14", "ResNet-152", "resnet152", 224, 60.04, 11.5),
-    PaperRow("14", "S1", "seresnet101", 224, 49.2, 7.8),
-    PaperRow("14", "S2", "seresnet152", 224, 66.6, 11.5),
-    PaperRow("14", "B4", None, 380, 19, 4.2, note=_EFF),
-    PaperRow("14", "T4", "botnet_t4", 224, 54.7, 10.9),
-    PaperRow("14", "S3", "seresnet152", 288, 66.6, 19.04),
-    PaperRow("14", "B5", None, 456, 30, 9.9, note=_EFF),
-    PaperRow("14", "S4", "seresnet350", 320, 115.18, 52.9, params_ok=False,
-             note="[4,40,60,12] (Table 13) has 151.5M parameters; its 52.9G M.Adds do reproduce"),
-    PaperRow("14", "T5", "botnet_t5", 256, 75.1, 19.3),
-    PaperRow("14", "B6", None, 528, 43, 19, note=_EFF),
-    PaperRow("14", "S5", "seresnet350", 384, 115.18, 52.9, params_ok=False, madds_ok=False,
-             note="the row repeats S4's numbers; at 384 the same network has 76.2G M.Adds"),
-    PaperRow("14", "T6", "botnet_t6", 320, 53.9, 23.3),
-    PaperRow("14", "B7", None, 600, 66, 37, note=_EFF),
-    PaperRow("14", "T7-320", "botnet_t7_320", 320, 75.1, 30.9),
-    PaperRow("14", "B7-RA", None, 600, 66, 37, note=_EFF),
-    PaperRow("14", "T7", "botnet_t7", 384, 75.1, 45.8),
+    *_table14_rows(),
     # Footnote 10: M.Adds at 1024x1024
     PaperRow("fn10", "BoT50", "botnet50", 1024, None, 121.0, madds_ok=False,
              note="contradicts Table 1 (102.98G), which reproduces"),

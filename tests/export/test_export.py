@@ -95,8 +95,8 @@ def test_cli(tmp_path, capsys):
 
 
 def test_cli_detection_checkpoint_dispatch(tmp_path, monkeypatch, capsys):
-    """A detection checkpoint goes to botnet.export.detection with the command's options as plain
-    arguments; its result is printed by the command."""
+    """A detection checkpoint goes to botnet.export.detection, opened once (the command passes its
+    Checkpoint on), with the command's options as plain arguments; its result is printed by the command."""
     from botnet.export import ExportResult
 
     torch.save({"kind": "detection", "model": {}, "model_name": "maskrcnn_botnet50"}, tmp_path / "det.pt")
@@ -112,7 +112,8 @@ def test_cli_detection_checkpoint_dispatch(tmp_path, monkeypatch, capsys):
     fake.describe_checks = lambda res: "checked"
     monkeypatch.setitem(sys.modules, "botnet.export.detection", fake)
     assert main(argv) == 0
-    assert seen == [(str(tmp_path / "det.pt"), "onnx", {"img_size": None, "batch_size": 1, "opset": 17, "use_ema": False})]
+    assert [(str(ckpt.path), ckpt.task, fmt, opts) for ckpt, fmt, opts in seen] == [
+        (str(tmp_path / "det.pt"), "detection", "onnx", {"img_size": None, "batch_size": 1, "opset": 17, "use_ema": False})]
     assert "exported maskrcnn_x to" in capsys.readouterr().out
 
 

@@ -22,15 +22,21 @@ def _run(code: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_registration_without_import_hooks():
-    """With timm installed, `import botnet.models` (any use of a model) registers our models (either
-    import order works) and installs no import hook; without timm (blocked here) botnet imports and
-    works. `import botnet` alone imports neither torch nor timm (tests/cli/test_startup.py)."""
+def test_registration_either_import_order_and_lazy():
+    """`import botnet.models` registers our models with timm when timm is imported, and otherwise
+    leaves timm (and torchvision) unimported with a one-shot hook that registers right after
+    `import timm` and removes itself. Without timm (blocked here) botnet imports, works and leaves
+    no hook. `import botnet` alone imports neither torch nor timm (tests/cli/test_startup.py)."""
     hooks = "sum(type(f).__module__.startswith('botnet') for f in sys.meta_path)"
-    for code in ("import sys, json, botnet.models\nimport timm\n", "import sys, json, timm\nimport botnet.models\n"):
-        res = _run(code + f"print(json.dumps({{'reg': timm.is_model('botnet50') and timm.is_model('botnet_resnet50'),"
-                          f" 'hooks': {hooks}}}))")
-        assert res == {"reg": True, "hooks": 0}, code
+    res = _run("import sys, json, botnet.models\n"
+               f"before = {{'timm': 'timm' in sys.modules, 'tv': 'torchvision' in sys.modules, 'hooks': {hooks}}}\n"
+               "import timm\n"
+               f"print(json.dumps({{**before, 'reg': timm.is_model('botnet50') and timm.is_model('botnet_resnet50'),"
+               f" 'after': {hooks}}}))")
+    assert res == {"timm": False, "tv": False, "hooks": 1, "reg": True, "after": 0}
+    res = _run("import sys, json, timm\nimport botnet.models\n"
+               f"print(json.dumps({{'reg': timm.is_model('botnet50') and timm.is_model('botnet_resnet50'), 'hooks': {hooks}}}))")
+    assert res == {"reg": True, "hooks": 0}
     res = _run(
         "import sys, json\nsys.modules['timm'] = None  # as if timm were not installed\n"
         f"import botnet\nm = botnet.create_model('botnet_tiny', img_size=64)\n"

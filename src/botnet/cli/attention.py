@@ -19,13 +19,13 @@ def _pair(text: str) -> tuple[float, float]:
 
 def _load(args):
     """(model, card) from --checkpoint, or a randomly initialised --model with a default card."""
-    import botnet
+    from botnet.models import create_model
     from botnet.checkpoint import open_checkpoint
     from botnet.models.weights import load_model, model_card
 
     if args.model:
         kw = {"img_size": args.img_size} if args.img_size else {}
-        model = botnet.create_model(args.model, **kw).eval()
+        model = create_model(args.model, **kw).eval()
         return model, model_card(model, crop_pct=1.0)
     ckpt = open_checkpoint(args.checkpoint)
     if ckpt.task != "classification":

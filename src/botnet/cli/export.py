@@ -19,7 +19,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if bool(args.checkpoint) == bool(args.model):
         print("botnet export: give --checkpoint CKPT or --model NAME (random weights)", file=sys.stderr)
         return 2
-    import botnet
+    from botnet.models import create_model
     from botnet.export import ExportError, export_model
     from botnet.checkpoint import open_checkpoint
     from botnet.models.weights import load_model
@@ -29,13 +29,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         card = {}
         if args.model:
             kw = {"img_size": args.img_size} if args.img_size else {}
-            model = botnet.create_model(args.model, num_classes=args.num_classes, **kw)
+            model = create_model(args.model, num_classes=args.num_classes, **kw)
         else:
             ckpt = open_checkpoint(args.checkpoint)
             if ckpt.task == "detection":
                 from botnet.export.detection import describe_checks, export_checkpoint
 
-                name, res = export_checkpoint(args.checkpoint, args.output, args.format, img_size=args.img_size,
+                name, res = export_checkpoint(ckpt, args.output, args.format, img_size=args.img_size,  # read once
                                               batch_size=args.batch_size, opset=args.opset, use_ema=args.ema)
                 return _report(args, name, res, describe_checks(res))
             if ckpt.task != "classification":

@@ -35,7 +35,7 @@ from faster_coco_eval.core import mask as mask_utils
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from .folder import DECODE_ERRORS, load_rgb
+from .folder import DECODE_ERRORS, SkipsUnreadable, load_rgb
 
 __all__ = ["CocoDetection", "build_coco_folder", "collate_detection", "decode_segmentation"]
 
@@ -136,7 +136,7 @@ def _mask_nonempty(segms: list[list | dict], height: int, width: int, wheres: li
     return nonempty
 
 
-class CocoDetection(torch.utils.data.Dataset):
+class CocoDetection(SkipsUnreadable, torch.utils.data.Dataset):
     """The images of a COCO-format ``ann_file`` under ``img_dir``, with detection targets.
 
     ``dataset[i]`` is ``(image, target)`` for image id ``dataset.ids[i]``, or ``None`` if its file
@@ -176,7 +176,6 @@ class CocoDetection(torch.utils.data.Dataset):
         self.remove_empty = bool(remove_empty)
         self.masks = bool(masks)
         self.num_skipped = 0
-        self._warned: set[str] = set()
 
         self.coco = self._load()
         self.cat_ids: list[int] = sorted(self.coco.cats)
@@ -311,11 +310,7 @@ class CocoDetection(torch.utils.data.Dataset):
         try:
             pil = self._read_image(image_id, info)
         except DECODE_ERRORS as e:
-            self.num_skipped += 1
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("skipping unreadable image %s: %s: %s", path, type(e).__name__, e)
-            return None
+            return self.skip(path, f"{type(e).__name__}: {e}")
         width, height = pil.size
         if (height, width) != (int(info["height"]), int(info["width"])):
             raise ValueError(f"{path} is {width}x{height} (WxH) but {self.ann_file} says "

@@ -36,6 +36,22 @@ _EXTENSIONS = "|".join(ext.lstrip(".") for ext in IMG_EXTENSIONS)
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
+class SkipsUnreadable:
+    """Mixin of the datasets that return None for a sample they cannot read: ``skip`` counts it in
+    ``num_skipped`` and logs each file (or shard member) once, as "skipping unreadable <kind>"."""
+
+    skipped_kind = "image"
+    num_skipped = 0
+
+    def skip(self, where: str, why: str) -> None:
+        """Count a skipped sample; log it once per ``where``."""
+        self.num_skipped += 1
+        warned = self.__dict__.setdefault("warned_unreadable", set())
+        if where not in warned:
+            warned.add(where)
+            log.warning("skipping unreadable %s %s: %s", self.skipped_kind, where, why)
+
+
 def _to_uint8(array: np.ndarray, full_scale: float) -> np.ndarray:
     scaled = np.asarray(array, dtype=np.float64) * (255.0 / full_scale) + 0.5
     return np.clip(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).astype(np.uint8)
@@ -62,7 +78,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         return img.convert("RGB")
 
 
-class ImageFolderSafe(ImageFolder):
+class ImageFolderSafe(SkipsUnreadable, ImageFolder):
     """``ImageFolder`` over ``root/<class>/*`` that returns ``None`` for unreadable images.
 
     ``dataset[i]`` is ``(image, target)`` with ``image`` an RGB PIL image (or whatever
@@ -84,18 +100,13 @@ class ImageFolderSafe(ImageFolder):
             raise ValueError(f"{root} is not a usable image folder ({e}); expected "
                              f"{root}/<class>/*.{_EXTENSIONS} with at least one image per class") from None
         self.num_skipped = 0
-        self._warned: set[str] = set()
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, target = self.samples[index]
         try:
             image = self.loader(path)
         except DECODE_ERRORS as e:
-            self.num_skipped += 1
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("skipping unreadable image %s: %s: %s", path, type(e).__name__, e)
-            return None
+            return self.skip(path, f"{type(e).__name__}: {e}")
         if self.transform is not None:
             image = self.transform(image)
         if self.target_transform is not None:

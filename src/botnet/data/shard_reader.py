@@ -17,17 +17,17 @@ import contextlib
 import io
 import itertools
 import json
-import logging
 import os
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from .folder import DECODE_ERRORS, SkipsUnreadable, load_rgb
+
 __all__ = ["KIND", "require_shard_libraries", "load_index", "ShardError", "ShardReader", "ShardImageDataset",
            "sample_members"]
 
-log = logging.getLogger("botnet")
 KIND = "wids-shard-index-v1"
 OPEN_SHARDS = 16  # shards kept open per process
 
@@ -78,9 +78,11 @@ def load_index(path: str | os.PathLike) -> dict:
     return index
 
 
-class ShardReader:
+class ShardReader(SkipsUnreadable):
     """Random access to the samples of one split's shards (see the module docstring). ``kind``:
     the "botnet" kind the index must record ("classification", "coco")."""
+
+    skipped_kind = "sample"
 
     def __init__(self, index_file: str | os.PathLike, kind: str):
         require_shard_libraries()
@@ -94,7 +96,6 @@ class ShardReader:
         self._check_files()
         self.num_skipped = 0
         self._open: OrderedDict = OrderedDict()
-        self._warned: set[str] = set()
 
     def _check_files(self) -> None:
         for s in self.index["shardlist"]:
@@ -154,13 +155,6 @@ class ShardReader:
         key = (sample or {}).get("__key__") or f"sample {j}"
         return f"{self.urls[k]}:{key}" + (f".{ext}" if ext else "")
 
-    def skip(self, where: str, why: str) -> None:
-        """Count a skipped sample; log it once per member."""
-        self.num_skipped += 1
-        if where not in self._warned:
-            self._warned.add(where)
-            log.warning("skipping unreadable sample %s: %s", where, why)
-
     def __getstate__(self):  # DataLoader workers open their own shards
         state = dict(self.__dict__)
         state["_open"] = OrderedDict()
@@ -199,7 +193,6 @@ class ShardImageDataset(ShardReader):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        from .folder import DECODE_ERRORS, load_rgb
 
         try:
             sample = self.read(i)

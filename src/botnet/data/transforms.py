@@ -20,10 +20,10 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
+from ..models.timm_botnets import IMAGENET_MEAN, IMAGENET_STD  # defined once, beside the model cards that carry them
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms", "build_eval_transform", "make_eval_transform"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 RANDAUG_BINS = 31  # magnitudes 0..30
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ..checkpoint import FORMAT_VERSION, Checkpoint
 from ..config import config_to_dict, save_config
 from .checkpoint import CheckpointManager, DiskFullError, disk_full_error, is_disk_full, rng_state, save_atomic
 from .distributed import DistInfo, barrier, flags_by_rank
@@ -33,14 +34,13 @@ from .launch import launch, to_channels_last, wrap
 from .metrics import MetricsLogger, get_logger
 from .optim import describe_schedule
 from .preemption import Preemption
-from .resume import find_resume, open_run_folder, restore
+from .resume import find_resume, missing_resume_keys, open_run_folder, restore
 from .runlock import RunFolderBusy, RunFolderLock, describe_holder
 from .sampler import GlobalBatchSampler, SeededDataset, shard_indices
 from .task import Callback, Task, TaskData
 
 __all__ = ["Trainer", "fit", "eval_loader"]
 
-_RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "step_in_epoch", "rng")
 
 
 def eval_loader(ds, dist: DistInfo, batch: int, workers: int, collate, pin: bool = False,
@@ -168,13 +168,13 @@ class Trainer:
         path, ckpt = find_resume(self.resume, self.manager, dist, self.log, f"{self.task.name} run")
         if ckpt is not None:
             self._check_resume(ckpt, path)
-            self.log.info("resuming from %s (step %d, %d epoch(s) done)", path, ckpt["step"], ckpt["epoch"])
+            self.log.info("resuming from %s (step %d, %d epoch(s) done)", path, ckpt.step, ckpt.epoch)
         torch.backends.cudnn.benchmark = not cfg.run.deterministic
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self._build_data(ckpt, path)
         self._build_model(ckpt)
-        self.preemption = Preemption(self.preempt, dist, self.state, self.save, ckpt["step"] if ckpt is not None else None,
+        self.preemption = Preemption(self.preempt, dist, self.state, self.save, ckpt.step if ckpt is not None else None,
                                      path)
         self.preempt.on_stuck = self.preemption.on_stuck  # a SIGTERM while blocked: save, exit
         self.logger = MetricsLogger(self.out, enabled=dist.is_main)
@@ -185,16 +185,16 @@ class Trainer:
                           "%s", cfg.model.name, self.task.describe(self.data), self.total, self.steps_per_epoch,
                           cfg.optim.batch_size, self.micro, dist.world_size, self.accum, describe_schedule(self.scheduler))
 
-    def _check_resume(self, ckpt, path) -> None:
-        if not isinstance(ckpt, dict) or ckpt.get("kind") != self.task.name:
-            kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise ValueError(f"{path} is not a {self.task.name} checkpoint of botnet train (found {kind!r}); --resume "
+    def _check_resume(self, ckpt: Checkpoint, path) -> None:
+        if ckpt.kind != "train" or ckpt.task != self.task.name:
+            found = ckpt.task if ckpt.task is not None or isinstance(ckpt.content, dict) else type(ckpt.content).__name__
+            raise ValueError(f"{path} is not a {self.task.name} checkpoint of botnet train (found {found!r}); --resume "
                              f"needs OUTPUT/last.pt or OUTPUT/ckpt_<step>.pt of a {self.task.name} run")
-        missing = [k for k in _RESUME_KEYS if k not in ckpt]
+        missing = missing_resume_keys(ckpt)
         if missing:
             raise ValueError(f"{path} cannot be resumed: it lacks {', '.join(missing)}")
-        if ckpt.get("model_name") != self.cfg.model.name:
-            raise ValueError(f"checkpoint {path} holds a {ckpt.get('model_name')!r} model; the config asks for "
+        if ckpt.model_name != self.cfg.model.name:
+            raise ValueError(f"checkpoint {path} holds a {ckpt.model_name!r} model; the config asks for "
                              f"{self.cfg.model.name!r}")
 
     def _build_data(self, ckpt, path) -> None:
@@ -237,7 +237,7 @@ class Trainer:
         self.guard = NonFiniteGuard(cfg.run.max_nonfinite_skips, check_grads=self.scaler is None)
         if ckpt is not None:
             restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, self.guard, self.ema)
-            self.state = RunState(ckpt["epoch"], ckpt["step"], ckpt["step_in_epoch"], ckpt.get(self.task.best_key))
+            self.state = RunState(ckpt.epoch, ckpt.step, ckpt.get("step_in_epoch"), ckpt.get(self.task.best_key))
         self.model = wrap(model, dist, device, cfg.model.compile)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -339,7 +339,7 @@ class Trainer:
         """Everything a run continues from, the recipe, and the task's data info (classes, ...)."""
         st, cfg = self.state, self.cfg
         return {
-            "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "format_version": FORMAT_VERSION, "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None, "nonfinite": self.guard.state_dict(),
             "epoch": st.epoch, "step": st.step, "step_in_epoch": st.step_in_epoch,

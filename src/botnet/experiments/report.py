@@ -84,11 +84,12 @@ def run_config(run: RunSpec, run_dir: Path) -> dict:
     path = run_dir / "config.yaml"
     if path.is_file():
         return yaml.safe_load(path.read_text()) or {}
-    from ..config import apply_overrides, config_to_dict, load_config, recipe_task
+    from ..config import apply_overrides, config_from_dict, config_to_dict, read_recipe, recipe_task
     from ..engine.task import get_task
 
-    task = recipe_task(run.base, list(run.overrides))
-    cfg = load_config(run.base, get_task(task).config_class)
+    recipe = read_recipe(run.base) if run.base is not None else {}  # parsed once
+    task = recipe_task(recipe, list(run.overrides))
+    cfg = config_from_dict(recipe, get_task(task).config_class)
     apply_overrides(cfg, [o for o in run.overrides if not o.startswith("task=")])
     return {**config_to_dict(cfg), "task": task}
 

@@ -15,7 +15,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from .checks import check_even
 from .mhsa import MHSA2d
@@ -45,7 +44,12 @@ class _Residual(nn.Module):
         self.conv3 = nn.Conv2d(planes, out_chs, 1, bias=False)
         self.bn3 = norm_layer(out_chs)
         self.se = SEModule(out_chs, act_layer=act_layer) if se else None
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        if drop_path > 0:  # imported here: `import torchvision` costs about 1 s (torch._dynamo), see botnet.models._timm
+            from torchvision.ops import StochasticDepth
+
+            self.drop_path = StochasticDepth(drop_path, "row")
+        else:
+            self.drop_path = nn.Identity()
         self.act3 = act_layer()
         self.downsample = make_downsample(in_chs, out_chs, stride, norm_layer)
 

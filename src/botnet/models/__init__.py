@@ -16,6 +16,7 @@ __all__ = [
     "timm_name",
 ]
 
-# our models in timm's registry when timm is installed (timm is optional); `import botnet` alone does not
-# get here, so the CLI's help path imports neither torch nor timm (botnet.models._timm: the cost)
+# our models in timm's registry when timm is installed (timm is optional): now if timm is imported, else
+# right after `import timm` (botnet.models._timm says why, with its cost); `import botnet` alone does not
+# get here, so the CLI's help path imports neither torch nor timm
 _register_with_timm()

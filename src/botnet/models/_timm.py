@@ -1,4 +1,5 @@
-"""Our models in timm's registry: ``timm.create_model("botnet50", num_classes=10)`` after ``import botnet.models``.
+"""Our models in timm's registry: ``timm.create_model("botnet50", num_classes=10)`` after ``import botnet.models``
+(before or after ``import timm``).
 
 Names. A name that starts with "botnet" keeps it (``botnet50``, ``botnet_s1_128``, ``botnet_t7``);
 every other name gets the prefix ``botnet_`` (our ``resnet50`` is timm's ``botnet_resnet50``,
@@ -14,15 +15,19 @@ loads after building, the ``pretrained_cfg`` holds input size, crop and mean/std
 weight file is given the timm way, ``pretrained_cfg_overlay=dict(file=PATH)``.
 
 Registration. ``import botnet.models`` (which any use of a model does: ``botnet.create_model``,
-``from botnet import ResNet``, ...) imports timm when it is installed and registers our models, so
-either import order works and nothing touches Python's import machinery. ``import botnet`` alone
-does not: it imports no torch, which keeps ``botnet --help`` fast (``botnet.cli``).
-``register_timm_models()`` registers models added later. Without timm this costs one ``find_spec``.
+``from botnet import ResNet``, ...) registers our models with timm when timm is already imported;
+when timm is installed but not imported, it puts a one-shot finder on ``sys.meta_path`` that lets
+``import timm`` run as usual, then registers our models and removes itself. Either import order
+works, and a process that never imports timm never pays for it. ``import botnet`` alone imports
+neither torch nor timm (``botnet --help``). ``register_timm_models()`` registers models added
+later. Without timm this costs one ``find_spec``.
 
-Cost, measured 2026-12-07 on the shared 2-core development machine (AMD EPYC, torch 2.14, timm
-1.0.31; 5 runs, ``time.perf_counter``, after torch, torchvision and ``botnet.models`` were
-imported): ``import timm.models`` 0.38-0.45 s, registering our 35 models 1-2 ms. ``botnet list``
-pays it; ``botnet --help`` does not (docs/benchmarks.md, "CLI start-up").
+Why lazy, measured 2026-12-07 on the 2-core development machine (AMD EPYC, torch 2.14, timm 1.0.31,
+``python -X importtime``, idle): ``import botnet.models`` takes 1.7 s; ``import timm.models`` after
+it adds 1.5 s, because timm imports torchvision (``timm.layers._fx``), which imports
+``torch._dynamo`` (1.0 s), while botnet's layers and models import torchvision only when used.
+Registering our 35 models takes 1-2 ms. ``botnet list`` therefore runs in about 2 s instead of 3.7 s
+(docs/benchmarks.md, "CLI start-up").
 """
 
 from __future__ import annotations
@@ -115,11 +120,47 @@ def _register_quietly() -> None:
         warnings.warn(f"botnet: could not register its models with timm ({type(e).__name__}: {e})", stacklevel=2)
 
 
-def install() -> None:
-    """Register our models with timm when timm is installed (imports it); without timm, nothing."""
-    if "timm" in sys.modules and sys.modules["timm"] is None:  # import blocked (as if not installed)
-        return
-    if "timm.models" in sys.modules or importlib.util.find_spec("timm") is not None:
-        import timm.models  # noqa: F401
+class _AfterTimmImport:
+    """A ``sys.meta_path`` finder that lets ``import timm`` run as usual (the next finder finds it),
+    then registers our models and removes itself: it acts on the one name "timm", once."""
 
-        _register_quietly()
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "timm":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_register(module):
+            exec_module(module)
+            _remove_hook()
+            _register_quietly()
+
+        spec.loader.exec_module = exec_and_register
+        return spec
+
+
+_hook = _AfterTimmImport()
+
+
+def _remove_hook() -> None:
+    if _hook in sys.meta_path:
+        sys.meta_path.remove(_hook)
+
+
+def install() -> None:
+    """Register our models with timm: now when timm is imported, right after ``import timm`` when it
+    is installed but not yet imported (a one-shot ``sys.meta_path`` hook), never without timm."""
+    if "timm" in sys.modules:
+        if sys.modules["timm"] is not None:  # None: import blocked (as if not installed)
+            _register_quietly()
+    elif importlib.util.find_spec("timm") is not None and _hook not in sys.meta_path:
+        sys.meta_path.insert(0, _hook)

@@ -13,14 +13,17 @@ measured here. ``create_model(name, pretrained=True)`` fetches and converts them
 from __future__ import annotations
 
 import copy
+from functools import partial
 
-from ._registry import register_model
+from ._registry import register_variant
 from .byoa import ByoaCfg, StageCfg, build_byoa
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MODEL_CFGS", "PRETRAINED_CFGS", "pretrained_cfg", "card_fields"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MODEL_CFGS", "PRETRAINED_CFGS", "DOCS", "build_timm_botnet", "pretrained_cfg",
+           "card_fields"]
 
 # timm's IMAGENET_DEFAULT_MEAN / _STD: the mean / std of these configs and of the timm configs of all
-# our models (botnet.models._timm); the same values as botnet.data.transforms' defaults
+# our models (botnet.models._timm), and the default of every model card (models.weights) and of
+# botnet.data.transforms, which imports them from here
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _RELEASE = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/"
 _RESULTS = "timm results/results-imagenet.csv (ImageNet-1k val, 256 px)"
@@ -78,31 +81,19 @@ def card_fields(name: str) -> dict:
     }
 
 
-def _build(name: str, img_size, kw):
-    model = build_byoa(MODEL_CFGS[name], img_size=img_size, **kw)
-    model.pretrained_cfg = model.default_cfg = pretrained_cfg(name)
+def build_timm_botnet(cfg_name: str, img_size=256, **kw):
+    """One of ``MODEL_CFGS`` (timm's BoTNet family) built by ``models.byoa``, with its pretrained config."""
+    model = build_byoa(MODEL_CFGS[cfg_name], img_size=img_size, **kw)
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(cfg_name)
     return model
 
 
-@register_model
-def botnet26t_256(img_size=256, **kw):
-    """timm's BoTNet-26T at 256: ResNet-26-T, MHSA in the last c4 block and all of c5 (not a paper model)."""
-    return _build("botnet26t_256", img_size, kw)
-
-
-@register_model
-def sebotnet33ts_256(img_size=256, **kw):
-    """timm's SE-BoTNet-33TS at 256: ResNet-33-T, SE, SiLU, a 1280 final conv (not a paper model)."""
-    return _build("sebotnet33ts_256", img_size, kw)
-
-
-@register_model
-def eca_botnext26ts_256(img_size=256, **kw):
-    """timm's ECA-BoTNeXt-26TS at 256: grouped 3x3 (16 a group), ECA, SiLU, q/k heads of 16 (not a paper model)."""
-    return _build("eca_botnext26ts_256", img_size, kw)
-
-
-@register_model
-def botnet50ts_256(img_size=256, **kw):
-    """timm's BoTNet-50TS at 256: ResNet-50-T, SiLU, MHSA interleaved in c3-c5 (no published weights)."""
-    return _build("botnet50ts_256", img_size, kw)
+DOCS = {
+    "botnet26t_256": "timm's BoTNet-26T at 256: ResNet-26-T, MHSA in the last c4 block and all of c5 (not a paper model).",
+    "sebotnet33ts_256": "timm's SE-BoTNet-33TS at 256: ResNet-33-T, SE, SiLU, a 1280 final conv (not a paper model).",
+    "eca_botnext26ts_256": ("timm's ECA-BoTNeXt-26TS at 256: grouped 3x3 (16 a group), ECA, SiLU, q/k heads of 16 "
+                            "(not a paper model)."),
+    "botnet50ts_256": "timm's BoTNet-50TS at 256: ResNet-50-T, SiLU, MHSA interleaved in c3-c5 (no published weights).",
+}
+for _name in MODEL_CFGS:  # registered as botnet.create_model(name), e.g. "botnet26t_256"
+    register_variant(_name, partial(build_timm_botnet, _name), DOCS[_name], __name__, img_size=256)

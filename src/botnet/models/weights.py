@@ -34,6 +34,7 @@ from torch import nn
 
 from ..checkpoint import (Checkpoint, card_path, checkpoint_of, file_sha256, is_state_dict, load_checkpoint,
                           open_checkpoint, read_card, write_atomic)
+from .timm_botnets import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "KEY_MAPS", "LoadReport", "extract_state_dict", "read_state_dict", "remap_keys", "load_matching",
@@ -236,7 +237,6 @@ def model_card(model: nn.Module, **fields) -> dict:
     """The card of ``model``: what rebuilds and feeds it; ``fields`` add to or replace entries
     (``classes``, ``metrics``, ``mean``, ``std``, ``crop_pct``, ``input_size``, anything else)."""
     from .. import __version__
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     model = _unwrap(model)
     img = getattr(model, "img_size", None)
@@ -288,7 +288,6 @@ def save_weights(model: nn.Module, path: str | os.PathLike, card: dict | None = 
 def card_from_checkpoint(ckpt: Checkpoint | dict) -> dict:
     """The model card of a ``botnet train`` classification checkpoint (config, classes, metrics)."""
     from .. import __version__
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     ckpt = ckpt if isinstance(ckpt, Checkpoint) else checkpoint_of(ckpt)
     cfg = ckpt.config or {}
