@@ -36,6 +36,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from .folder import DECODE_ERRORS, SkipsUnreadable, load_rgb
+from .builtin_coco import builtin_coco_root
 
 __all__ = ["CocoDetection", "build_coco_folder", "collate_detection", "decode_segmentation"]
 
@@ -363,7 +364,6 @@ def build_coco_folder(root: str | os.PathLike | None, split: str, transforms: Ca
     is missing.
     """
     if root is None:
-        from .builtin_coco import builtin_coco_root
 
         root = builtin_coco_root()
     if not split or "/" in split or split in (".", ".."):

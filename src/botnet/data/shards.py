@@ -37,6 +37,8 @@ from typing import Any
 from PIL import Image
 
 from .shard_reader import KIND, ShardError, ShardImageDataset, load_index, require_shard_libraries, sample_members
+from .folder import ImageFolderSafe
+from .folder import build_dataset as build_folder
 
 __all__ = ["INDEX_SUFFIX", "build_dataset", "index_path", "has_shards", "write_shards", "imagefolder_samples", "coco_samples",
            "ShardImageDataset", "verify_shards", "check_split", "shard_files"]
@@ -63,7 +65,6 @@ def shard_files(root: str | os.PathLike, split: str) -> list[Path]:
 def imagefolder_samples(folder: str | os.PathLike) -> tuple[list[str], Iterator[tuple[dict, str]]]:
     """The classes of ``folder`` (``<class>/*``, ImageFolder order) and its samples as
     ({ext: bytes, "cls": bytes}, source file), in ImageFolder's order."""
-    from .folder import ImageFolderSafe
 
     ds = ImageFolderSafe(folder)
 
@@ -214,7 +215,6 @@ def verify_shards(index_file: str | os.PathLike, decode: bool = True) -> dict:
 def build_dataset(root: str | os.PathLike | None, split: str, transform: Callable | None):
     """``botnet.data.folder.build_dataset`` that also opens shards: ``ROOT/{split}.wids.json``
     when it exists (a ``ShardImageDataset``), else the image folder ``ROOT/{split}/<class>/*``."""
-    from .folder import build_dataset as build_folder
 
     if root is not None and has_shards(root, split):
         return ShardImageDataset(index_path(root, split), transform=transform)

@@ -26,6 +26,8 @@ docs/detection.md puts every setting side by side with the TPU file and line it 
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import re
 from typing import Callable
 
@@ -66,7 +68,6 @@ _EXCLUDED = ("botnet_s1_*", "botnet_t[0-9]*")
 
 def list_detectors(pattern: str = "*") -> list[str]:
     """Every detector name: both kinds for every stride-32 backbone of the registry."""
-    import fnmatch
 
     excluded = {n for p in _EXCLUDED for n in list_models(p)}
     names = [f"{kind}_{b}_fpn" for kind in DETECTOR_KINDS for b in list_models() if b not in excluded]
@@ -77,7 +78,6 @@ def parse_detector_name(name: str) -> tuple[str, str]:
     """'maskrcnn_botnet50_fpn' -> ('maskrcnn', 'botnet50'); a clear error otherwise."""
     m = _NAME.match(name)
     if not m or not is_model(m.group(2)):
-        import difflib
 
         close = difflib.get_close_matches(name, list_detectors(), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -21,6 +21,7 @@ import torch.nn.functional as nnf
 from torchvision.utils import draw_segmentation_masks
 
 from ..compat import draw_labelled_boxes
+from ..data.coco import decode_segmentation
 
 __all__ = ["PALETTE", "MIN_SIDE", "draw_objects", "coco_ground_truth", "side_by_side", "mask_outlines"]
 
@@ -87,7 +88,6 @@ def coco_ground_truth(path: str | Path) -> dict | None:
     Returns {"boxes" (N, 4) xyxy float, "labels" (N,) 1-based in sorted category-id order (as the
     detectors number classes), "names", "masks" (N, H, W) bool}; crowd annotations are left out.
     """
-    from ..data.coco import decode_segmentation
 
     path = Path(path)
     ann_file = path.parent.parent / "annotations" / f"instances_{path.parent.name}.json"

@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .draw import coco_ground_truth, draw_objects, side_by_side
 from .evaluate import found_objects
+from ..data.folder import load_rgb
 
 __all__ = ["predict_images", "draw_detections", "predict_to_folder", "recall_summary", "MIN_SIDE_COUNTED"]
 
@@ -34,7 +35,6 @@ def predict_images(model, paths: list[Path], class_names: list[str], score_thres
     """For each readable image: {"path", "image" (3,H,W) uint8, "boxes" (N,4) xyxy, "labels" (N,)
     1-based, "names", "scores" (N,), optional "masks" (N,H,W) bool}, detections scoring >= score_thresh.
     Unreadable files are skipped with a warning (a record with "error" instead)."""
-    from ..data.folder import load_rgb
 
     model.eval()
     for path in paths:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 
 from ..checkpoint import (CheckpointError, DiskFullError, disk_full_error, fsync_path, is_disk_full, load_checkpoint,
@@ -182,9 +184,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def rng_state() -> dict:
-    import random
 
-    import numpy as np
 
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
@@ -193,9 +193,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    import random
 
-    import numpy as np
 
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])

@@ -29,6 +29,7 @@ from .optim import WarmupCosine, build_optimizer, build_scheduler
 from .epoch import AMP_DTYPES, autocast
 from .task import Callback, Task, TaskData
 from .trainer import Trainer, eval_loader
+from .metrics import get_logger
 
 __all__ = ["ClassificationTask", "train", "evaluate", "evaluate_checkpoint", "accuracy_counts", "check_model_config"]
 
@@ -133,7 +134,6 @@ class ClassificationTask(Task):
         model = create_model(m.name, num_classes=len(data.info["classes"]), img_size=self.cfg.data.img_size,
                              drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate, **m.kwargs)
         if m.pretrained and not self.resumed:
-            from .metrics import get_logger
 
             try:
                 report = load_pretrained(model, m.pretrained)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
 from torch import nn
 
 from ..checkpoint import Checkpoint, open_checkpoint
@@ -44,7 +45,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _gather(results: list, image_ids: list, skipped: int, dist: DistInfo) -> tuple[list, list, int]:
     if not dist.enabled:
         return results, image_ids, skipped
-    import torch.distributed as tdist
 
     gathered = [None] * dist.world_size
     tdist.all_gather_object(gathered, (results, image_ids, skipped))

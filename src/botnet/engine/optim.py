@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..counter import NORM_TYPES
+from ..layers import MHSA2d
 
 __all__ = ["WarmupMultiStep", "param_groups", "build_sgd", "build_optimizer", "WarmupCosine", "build_scheduler",
            "describe_schedule"]
@@ -29,7 +30,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """
     from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
-    from ..layers import MHSA2d
 
     if isinstance(model, GeneralizedRCNN):
         gist_ids = {id(p) for m in model.modules() if isinstance(m, MHSA2d) for p in m.parameters()}

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..checkpoint import FORMAT_VERSION, Checkpoint
 from ..config import config_to_dict, save_config
@@ -228,7 +229,6 @@ class Trainer:
             to_channels_last(model)
         self.raw_model, self.ema = model, None
         if cfg.run.ema:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.run.ema_decay), use_buffers=True)
         self.optimizer = self.task.build_optimizer(model)

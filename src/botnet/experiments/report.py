@@ -22,6 +22,12 @@ from ..engine.metrics import read_jsonl
 from ..paper import PAPER_CAPTIONS, paper_result
 from .runner import read_plan, run_status
 from .spec import Experiment, RunSpec
+from ..counter import profile_model
+from ..detection.builders import parse_detector_name
+from ..checkpoint import checkpoint_of, load_checkpoint
+from ..data.builtin import BUILTIN_CLASSES
+from ..config import apply_overrides, config_from_dict, config_to_dict, read_recipe, recipe_task
+from ..engine.task import get_task
 
 __all__ = ["collect", "write_report", "run_config", "COLUMNS"]
 
@@ -33,12 +39,10 @@ COLUMNS = ("run", "status", "step", "model", "top1", "top5", "loss", "bbox_AP", 
 def _counts(cfg: dict, run_dir: Path) -> tuple[float | None, float | None]:
     """(params in millions, M.Adds in 1e9) of the run's model at its training size (backbone for
     detection; the classifier's head sized to the run's classes when a checkpoint says them)."""
-    from ..counter import profile_model
 
     model, data = cfg.get("model", {}), cfg.get("data", {})
     try:
         if cfg.get("task", "classification") == "detection":
-            from ..detection.builders import parse_detector_name
 
             backbone = parse_detector_name(model["name"])[1]
             prof = profile_model(backbone, data.get("img_size"), **model.get("backbone_kwargs", {}))
@@ -60,12 +64,10 @@ def _classes(run_dir: Path, data: dict) -> int | None:
     if not path.is_file():
         root = data.get("root")
         if root is None and data.get("builtin", "shapes") == "shapes":
-            from ..data.builtin import BUILTIN_CLASSES
 
             return len(BUILTIN_CLASSES)
         train = Path(str(root)) / "train"
         return sum(1 for p in train.iterdir() if p.is_dir()) or None if train.is_dir() else None
-    from ..checkpoint import checkpoint_of, load_checkpoint
 
     try:
         ckpt = checkpoint_of(load_checkpoint(path, verify=False, mmap=True), path)
@@ -84,8 +86,6 @@ def run_config(run: RunSpec, run_dir: Path) -> dict:
     path = run_dir / "config.yaml"
     if path.is_file():
         return yaml.safe_load(path.read_text()) or {}
-    from ..config import apply_overrides, config_from_dict, config_to_dict, read_recipe, recipe_task
-    from ..engine.task import get_task
 
     recipe = read_recipe(run.base) if run.base is not None else {}  # parsed once
     task = recipe_task(recipe, list(run.overrides))

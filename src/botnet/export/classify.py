@@ -32,6 +32,7 @@ from torch import nn
 
 from ..layers import use_kernel
 from .core import ATOL, DEFAULT_OPSET, RTOL, ExportResult, compare_outputs, quiet_export, register_exporter
+from ..models.weights import load_model, save_weights
 
 __all__ = ["export_onnx", "export_torchscript", "export_safetensors"]
 
@@ -116,7 +117,6 @@ def export_safetensors(model: nn.Module, path: str | os.PathLike, img_size: int 
                        seed: int = 0, card: dict | None = None) -> ExportResult:
     """Save the weights as safetensors with the model card beside them (``save_weights``), rebuild
     the model from the pair (``load_model``) and compare it with the original."""
-    from ..models.weights import load_model, save_weights
 
     t0 = time.perf_counter()
     model, x = _prepare(model, img_size, batch_size, seed)

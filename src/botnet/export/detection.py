@@ -46,6 +46,11 @@ from ..checkpoint import Checkpoint, open_checkpoint
 from .checks import check_detections, export_result
 from .core import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, export_model, quiet_export, register_exporter
 from ..layers import use_kernel
+from ..data.builtin import SEED
+from ..data.builtin_coco import draw_scene
+from .. import __version__
+from ..detection.loading import load_detector
+from ..checkpoint import card_path, file_sha256, write_atomic
 
 __all__ = ["check_images", "detector_outputs", "export_detector_onnx", "export_detector_torchscript",
            "export_detector_safetensors", "export_checkpoint", "describe_checks", "FORMATS", "MIN_OPSET"]
@@ -67,8 +72,6 @@ def check_images(size: int) -> list[tuple[str, torch.Tensor]]:
     float32 in [0, 1]. Deterministic (seeded by the built-in data's seed)."""
     from torchvision.transforms.v2 import functional as F
 
-    from ..data.builtin import SEED
-    from ..data.builtin_coco import draw_scene
 
     def tensor(img) -> torch.Tensor:
         return F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
@@ -234,9 +237,6 @@ def export_detector_safetensors(model: nn.Module, path: str | os.PathLike, img_s
     the checkpoint's "config" and "classes" (``export_checkpoint`` passes them)."""
     from safetensors.torch import save_file
 
-    from .. import __version__
-    from ..detection.loading import load_detector
-    from ..checkpoint import card_path, file_sha256, write_atomic
 
     t0 = time.perf_counter()
     path = Path(path)
@@ -280,7 +280,6 @@ def export_checkpoint(path: str | os.PathLike | Checkpoint, output: str | os.Pat
     """Export the detector of a detection checkpoint (or safetensors weights with their card; a path
     or its ``open_checkpoint``) to ``output`` in ``fmt``: (detector name, result). Raises ValueError
     on bad input and ExportError when the export does not reproduce PyTorch."""
-    from ..detection.loading import load_detector
 
     if fmt not in FORMATS:
         raise ValueError(f"detection checkpoints export to {', '.join(FORMATS)}; got {fmt!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -96,7 +97,6 @@ def attention_maps(model: nn.Module, image: torch.Tensor, layer: str | None = No
 
 
 def _as_hwc(image) -> "np.ndarray":  # noqa: F821
-    import numpy as np
 
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()

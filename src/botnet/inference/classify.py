@@ -19,6 +19,8 @@ import torch
 from ..checkpoint import Checkpoint
 from ..data.transforms import build_eval_transform
 from ..engine.launch import resolve_device
+from ..data.folder import DECODE_ERRORS, load_rgb
+from ..models.weights import load_model
 
 __all__ = ["IMAGE_SUFFIXES", "expand_image_paths", "eval_transform", "predict_classifier", "resolve_device"]
 
@@ -65,8 +67,6 @@ def predict_classifier(checkpoint: str | os.PathLike | dict | Checkpoint, paths:
         "index": class index, "score": probability}, ...]}, ...], "skipped": [{"image", "error"}, ...]}.
         Unreadable images are skipped with a warning and listed under "skipped".
     """
-    from ..data.folder import DECODE_ERRORS, load_rgb
-    from ..models.weights import load_model
 
     if topk < 1 or batch_size < 1:
         raise ValueError(f"topk and batch_size must be >= 1, got {topk} and {batch_size}")

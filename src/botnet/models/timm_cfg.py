@@ -13,6 +13,7 @@ import dataclasses
 from torch import nn
 
 from .timm_botnets import PRETRAINED_CFGS, pretrained_cfg
+from ..layers import MHSA2d, MHSA2dQK
 
 __all__ = ["TIMM_OWN_NAMES", "timm_pretrained_cfg", "finish_timm_model", "register_fx_leaves"]
 
@@ -46,7 +47,6 @@ def register_fx_leaves() -> None:
     Python control flow); everything around them traces."""
     from timm.layers import register_notrace_module
 
-    from ..layers import MHSA2d, MHSA2dQK
 
     for cls in (MHSA2d, MHSA2dQK):
         register_notrace_module(cls)

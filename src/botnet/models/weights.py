@@ -35,6 +35,8 @@ from torch import nn
 from ..checkpoint import (Checkpoint, card_path, checkpoint_of, file_sha256, is_state_dict, load_checkpoint,
                           open_checkpoint, read_card, write_atomic)
 from .timm_botnets import IMAGENET_MEAN, IMAGENET_STD
+from .. import __version__
+from ._registry import model_entrypoint
 
 __all__ = [
     "KEY_MAPS", "LoadReport", "extract_state_dict", "read_state_dict", "remap_keys", "load_matching",
@@ -236,7 +238,6 @@ def _architecture(model: nn.Module) -> dict | None:
 def model_card(model: nn.Module, **fields) -> dict:
     """The card of ``model``: what rebuilds and feeds it; ``fields`` add to or replace entries
     (``classes``, ``metrics``, ``mean``, ``std``, ``crop_pct``, ``input_size``, anything else)."""
-    from .. import __version__
 
     model = _unwrap(model)
     img = getattr(model, "img_size", None)
@@ -287,7 +288,6 @@ def save_weights(model: nn.Module, path: str | os.PathLike, card: dict | None = 
 
 def card_from_checkpoint(ckpt: Checkpoint | dict) -> dict:
     """The model card of a ``botnet train`` classification checkpoint (config, classes, metrics)."""
-    from .. import __version__
 
     ckpt = ckpt if isinstance(ckpt, Checkpoint) else checkpoint_of(ckpt)
     cfg = ckpt.config or {}
@@ -321,7 +321,6 @@ def load_model(source: str | os.PathLike | dict | Checkpoint, *, use_ema: bool =
     """Rebuild a classifier from a weight file with its card (``save_weights``) or from a
     ``botnet train`` checkpoint (a path, the loaded dict or its ``open_checkpoint``). Returns
     ``(model.eval(), card)``."""
-    from ._registry import model_entrypoint
 
     ckpt = _open(source)
     if ckpt.kind == "other":
