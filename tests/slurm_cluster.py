@@ -34,6 +34,11 @@ def release_requeued(job: str, hold=None, timeout: float = 180.0) -> None:
     while job_state(job) != "PENDING":
         assert time.monotonic() - t0 < timeout, f"job {job} did not go back to the queue"
         time.sleep(0.2)
+    # A requeue revokes the job's credential on the node, and slurmd refuses a launch whose credential
+    # was made in the same second as (or before) the revocation ("Killing non-startable batch JobId=..:
+    # Job credential revoked": the job FAILS and leaves the queue). SLURM's own BeginTime (about two
+    # minutes) keeps clear of that; starting it now must wait for the next second or two.
+    time.sleep(2.5)
     if hold is not None:
         hold.unlink()
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
