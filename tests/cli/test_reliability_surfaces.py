@@ -14,7 +14,8 @@ import torch
 
 import botnet
 from botnet.cli import main
-from botnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from botnet.checkpoint import load_checkpoint
+from botnet.engine.checkpoint import CheckpointManager
 from botnet.models.convert import load_pretrained
 from runs import cli_errors
 from tiny_checkpoints import make_checkpoint, write_images

@@ -13,7 +13,7 @@ import torch
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from botnet.cli import main
-from botnet.engine.checkpoint import load_checkpoint
+from botnet.checkpoint import load_checkpoint
 from botnet.engine.metrics import read_jsonl
 
 from test_det_train import DEMO, TINY, _train  # noqa: F401  (det_cache fixture below)

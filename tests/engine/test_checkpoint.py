@@ -9,8 +9,8 @@ import zipfile
 import pytest
 import torch
 
-from botnet.engine.checkpoint import (CheckpointError, CheckpointManager, load_checkpoint,
-                                     save_atomic, verify_checkpoint)
+from botnet.checkpoint import CheckpointError, load_checkpoint, save_atomic, verify_checkpoint
+from botnet.engine.checkpoint import CheckpointManager
 from botnet.engine.faults import NonFiniteError
 
 
@@ -63,7 +63,7 @@ def test_files_without_checksum_still_load(tmp_path):
 
 _KILL_MID_WRITE = """
 import os, signal, sys, torch
-from botnet.engine.checkpoint import save_atomic
+from botnet.checkpoint import save_atomic
 
 class Bomb:  # goes off while torch.save is writing the temporary file
     def __reduce__(self):

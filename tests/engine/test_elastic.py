@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from botnet.engine.checkpoint import load_checkpoint
+from botnet.checkpoint import load_checkpoint
 from botnet.engine.distributed import STORE_KEY, DistInfo, fresh_round_store, join_timeout
 from botnet.engine.faults import PreemptionHandler
 from botnet.engine.preemption import Preemption

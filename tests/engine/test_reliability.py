@@ -24,7 +24,8 @@ import yaml
 
 import botnet.engine.classify as classify
 from botnet.cli import main
-from botnet.engine.checkpoint import CheckpointManager, load_checkpoint
+from botnet.checkpoint import load_checkpoint
+from botnet.engine.checkpoint import CheckpointManager
 from botnet.engine.faults import nonfinite_tensors
 from botnet.engine.metrics import read_jsonl
 from botnet.engine.runlock import LOCK_NAME

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset, default_collate
 
 from botnet.config import TrainConfig, apply_overrides
 from botnet.engine import Callback, Task, TaskData, Trainer
-from botnet.engine.checkpoint import load_checkpoint
+from botnet.checkpoint import load_checkpoint
 from botnet.engine.metrics import read_jsonl
 
 

@@ -60,7 +60,7 @@ def run_training(prog: str, fit) -> int:
     """Run ``fit()`` and print its result as JSON. Exit codes: 0 done (or preempted by
     SIGTERM/SIGUSR1 after saving a checkpoint); 2 bad setup found before training, or a full disk; 1 the run failed
     (non-finite loss, another rank died). Errors are one line on stderr, no traceback."""
-    from ..engine.checkpoint import DiskFullError
+    from ..checkpoint import DiskFullError
     from ..engine.distributed import DistributedError
     from ..engine.faults import NonFiniteError
 

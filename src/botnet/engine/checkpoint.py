@@ -1,7 +1,7 @@
 """Training-state checkpoints of a run folder: rotated by step, resumed from the newest valid one.
 
 The file format, the atomic writer (``save_atomic``) and the verified reader (``load_checkpoint``)
-are those of ``botnet.checkpoint`` (imported here for the trainer). A run folder
+are those of ``botnet.checkpoint``; import them from there. A run folder
 (``CheckpointManager``) holds ``ckpt_<step>.pt`` for the newest ``keep`` saves and ``last.pt``, a
 hard link to (or copy of) the newest; ``latest_valid()`` returns the newest file that reads and
 verifies, falling back to older ones when the newest is damaged, and ``retire_newer(step)`` sets
@@ -24,14 +24,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..checkpoint import (CheckpointError, DiskFullError, disk_full_error, fsync_path, is_disk_full, load_checkpoint,
-                          mount_point, save_atomic, verify_checkpoint)
+from ..checkpoint import CheckpointError, fsync_path, load_checkpoint, save_atomic
 from .faults import NonFiniteError, nonfinite_tensors
 
-__all__ = [
-    "CheckpointError", "CheckpointManager", "DiskFullError", "disk_full_error", "is_disk_full", "mount_point", "save_atomic",
-    "load_checkpoint", "verify_checkpoint", "rng_state", "set_rng_state",
-]
+__all__ = ["CheckpointManager", "rng_state", "set_rng_state"]
 
 log = logging.getLogger("botnet")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import Checkpoint, checkpoint_of
-from .checkpoint import CheckpointManager, load_checkpoint, set_rng_state
+from ..checkpoint import Checkpoint, checkpoint_of, load_checkpoint
+from .checkpoint import CheckpointManager, set_rng_state
 from .distributed import DistInfo
 from .faults import NonFiniteGuard
 from .metrics import MetricsLogger, drop_torn_jsonl_tail

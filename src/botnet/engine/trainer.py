@@ -25,9 +25,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..checkpoint import FORMAT_VERSION, Checkpoint
+from ..checkpoint import FORMAT_VERSION, Checkpoint, DiskFullError, disk_full_error, is_disk_full, save_atomic
 from ..config import config_to_dict, save_config
-from .checkpoint import CheckpointManager, DiskFullError, disk_full_error, is_disk_full, rng_state, save_atomic
+from .checkpoint import CheckpointManager, rng_state
 from .distributed import DistInfo, barrier, flags_by_rank
 from .epoch import AMP_DTYPES, EpochOptions, RunState, micro_batch, train_one_epoch
 from .faults import NonFiniteError, NonFiniteGuard, PreemptionHandler, ignore_preemption_signals
@@ -187,10 +187,10 @@ class Trainer:
                           cfg.optim.batch_size, self.micro, dist.world_size, self.accum, describe_schedule(self.scheduler))
 
     def _check_resume(self, ckpt: Checkpoint, path) -> None:
-        if ckpt.kind != "train" or ckpt.task != self.task.name:
-            found = ckpt.task if ckpt.task is not None or isinstance(ckpt.content, dict) else type(ckpt.content).__name__
-            raise ValueError(f"{path} is not a {self.task.name} checkpoint of botnet train (found {found!r}); --resume "
-                             f"needs OUTPUT/last.pt or OUTPUT/ckpt_<step>.pt of a {self.task.name} run")
+        try:
+            ckpt.require(self.task.name, train=True)
+        except ValueError as e:
+            raise ValueError(f"{e}; --resume needs OUTPUT/last.pt or OUTPUT/ckpt_<step>.pt of a {self.task.name} run") from None
         missing = missing_resume_keys(ckpt)
         if missing:
             raise ValueError(f"{path} cannot be resumed: it lacks {', '.join(missing)}")

@@ -79,6 +79,5 @@ TABLE14_PRESETS = (
     ("botnet_t7", "botnet_s1_128", 384, "T7: BoTNet-S1-128 at 384 (Table 14, 84.7% top-1)."),
     ("botnet_t7_320", "botnet_s1_128", 320, "T7-320: BoTNet-S1-128 at 320 (Table 14)."),
 )
-for _preset in TABLE14_PRESETS:
-    register_variant(_preset[0], partial(build_model, PAPER_MODELS[_preset[1]][0]), _preset[3], __name__,
-                     img_size=_preset[2])
+for _name, _net, _size, _doc in TABLE14_PRESETS:
+    register_variant(_name, partial(build_model, PAPER_MODELS[_net][0]), _doc, __name__, img_size=_size)
