@@ -41,11 +41,13 @@ def cli_errors(err: str) -> str:
     return "\n".join(line for line in err.splitlines() if not re.match(r"\d\d:\d\d:\d\d [A-Z]+ ", line))
 
 
-def train_recipe(config: Path, tmp_path: Path, timeout: float) -> dict:
-    """``python -m botnet train --config CONFIG`` in full, built-in data generated into a fresh cache
-    under ``tmp_path``; returns the final evaluation (the JSON line the command prints last)."""
+def train_recipe(config: Path, tmp_path: Path, timeout: float, *overrides: str, output: str = "run") -> dict:
+    """``python -m botnet train --config CONFIG [KEY=VALUE ...]`` in full, built-in data generated into a
+    fresh cache under ``tmp_path`` (shared by the runs of one test), into ``tmp_path / output``; returns
+    the final evaluation (the JSON line the command prints last)."""
     env = dict(os.environ, BOTNET_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "botnet", "train", "--config", str(config), "--output", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "botnet", "train", "--config", str(config), "--output", str(tmp_path / output),
+           *overrides]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -154,3 +154,21 @@ def test_frozen_bn_and_torchvision_heads_options():
                             head_style="torchvision")
     assert any(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.body.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_anchor_size_and_roi_level_rule_scale_with_small_inputs():
+    """anchor_size (the TPU's anchor.anchor_size) sets every level's anchor side in strides;
+    roi_canonical_scale the RoI side read from p4, k = 4 + log2(sqrt(area) / scale) clamped to p2..p6."""
+    model = create_detector("maskrcnn_botnet_tiny_fpn", num_classes=3, img_size=128, anchor_size=2,
+                            roi_canonical_scale=28, **TINY)
+    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    for pool in (model.roi_heads.box_roi_pool, model.roi_heads.mask_roi_pool):
+        feats = {k: torch.zeros(1, 1, 128 // s, 128 // s) for k, s in zip(("0", "1", "2", "3", "pool"), (4, 8, 16, 32, 64))}
+        pool(feats, [torch.zeros(1, 4)], [(128, 128)])  # torchvision builds its level mapper on the first call
+        boxes = torch.tensor([[0, 0, 7, 7], [0, 0, 14, 14], [0, 0, 28, 28], [0, 0, 56, 56], [0, 0, 112, 112.]])
+        assert pool.map_levels([boxes]).tolist() == [0, 1, 2, 3, 4]  # p2..p6
+    default = create_detector("maskrcnn_botnet_tiny_fpn", num_classes=3, img_size=128, **TINY)
+    assert default.rpn.anchor_generator.sizes[0] == (32,) and default.roi_heads.box_roi_pool.canonical_scale == 224
+    for bad in (dict(anchor_size=0), dict(roi_canonical_scale=-1)):
+        with pytest.raises(ValueError, match="expected a number > 0"):
+            create_detector("maskrcnn_botnet_tiny_fpn", num_classes=3, img_size=128, **bad, **TINY)

@@ -6,7 +6,7 @@ the parts and numbers of the Cloud TPU detection code the paper used (tensorflow
 
 - backbone: the registry model (BoT layers included) + the TPU FPN p2..p6 (p6 a 3x3 stride-2 conv
   on p5, BatchNorm without activation on each output level);
-- anchors: one size per level, 8 x stride (32..512 for p2..p6), aspect ratios 0.5, 1, 2, centred
+- anchors: one size per level, 8 x stride (32..512 for p2..p6; ``anchor_size`` scales it), aspect ratios 0.5, 1, 2, centred
   at stride / 2 as in the TPU code;
 - RPN head: 2 convs of 256, BatchNorm per level; TPU RPN losses (``rpn.py``);
 - box head: 4 convs of 256 + 1 FC of 1024, each followed by BatchNorm and ReLU; predictor init
@@ -96,6 +96,8 @@ def create_detector(
     box_fc: int = 1024,
     mask_head_convs: int = 4,
     mask_channels: int = 256,
+    anchor_size: float = 8.0,
+    roi_canonical_scale: int = 224,
     norm_layer: Callable[..., nn.Module] | None = None,
     head_style: str = "tpu",
     backbone_weights: str | None = None,
@@ -111,6 +113,12 @@ def create_detector(
         fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels: head sizes (the
             paper: 256, 4, 1024, 4 (8 for the 44.4 AP model), 256). Smaller values make CPU demos.
             ``head_style="torchvision"`` has no box convs (``box_head_convs`` is not used).
+        anchor_size: anchor side in strides, one size per level (the TPU config's ``anchor.anchor_size``:
+            8, i.e. 32..512 px on p2..p6 for 1024-px inputs). Scale it with the input: objects of a
+            128-px image are 8x smaller than COCO's at 1024, and ``anchor_size=2`` gives 8..128 px.
+        roi_canonical_scale: the RoI side that RoIAlign reads from p4 (FPN's level rule, k = 4 +
+            log2(sqrt(area) / scale), as the TPU's ``multilevel_crop_and_resize``: 224). At 128 px every
+            RoI would fall to p2; 28 keeps COCO's assignment for objects 8x smaller.
         norm_layer: the backbone's normalization (default trained BatchNorm2d; e.g.
             ``torchvision.ops.FrozenBatchNorm2d`` for Detectron-style frozen statistics).
         head_style: "tpu" (the paper's FPN and heads, default) or "torchvision" (those of
@@ -128,11 +136,12 @@ def create_detector(
     labels (N,), scores (N,), masks (N,1,H,W) probabilities}.
     """
     kind, backbone_name = parse_detector_name(name)
-    _check_args(img_size, num_classes, head_style)
+    _check_args(img_size, num_classes, head_style, anchor_size, roi_canonical_scale)
     backbone = build_backbone(backbone_name, img_size, fpn_channels, norm_layer=norm_layer, fpn_style=head_style,
                               **(backbone_kwargs or {}))
     report = load_pretrained(backbone.body, backbone_weights) if backbone_weights else None  # timm BoTNet-family files converted, others matched
-    options = _heads(head_style, kind, num_classes, fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels)
+    options = _heads(head_style, kind, num_classes, fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels,
+                     anchor_size, roi_canonical_scale)
     options.update(detector_kwargs)
     model = (MaskRCNN if kind == "maskrcnn" else FasterRCNN)(backbone, min_size=img_size, max_size=img_size, **options)
     per_location = options["rpn_anchor_generator"].num_anchors_per_location()
@@ -147,27 +156,32 @@ def create_detector(
     return model
 
 
-def _check_args(img_size: int, num_classes: int, head_style: str) -> None:
+def _check_args(img_size: int, num_classes: int, head_style: str, anchor_size: float, roi_canonical_scale: int) -> None:
     if img_size < 64 or img_size % 32:
         lo = max(64, img_size // 32 * 32)
         raise ValueError(f"detector input size must be a multiple of 32 and at least 64 (p6 is 1/64 of it), "
                          f"got {img_size}; nearest: {lo} or {lo + 32}")
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background too: expected >= 2, got {num_classes}")
+    if not roi_canonical_scale > 0:
+        raise ValueError(f"roi_canonical_scale is the RoI side read from p4: expected a number > 0, got {roi_canonical_scale}")
+    if not anchor_size > 0:
+        raise ValueError(f"anchor_size is the anchor side in strides: expected a number > 0, got {anchor_size}")
     if head_style not in HEAD_STYLES:
         raise ValueError(f"head_style must be one of {HEAD_STYLES}, got {head_style!r}")
 
 
 def _heads(style: str, kind: str, num_classes: int, channels: int, box_convs: int, box_fc: int, mask_convs: int,
-           mask_channels: int) -> dict[str, nn.Module]:
+           mask_channels: int, anchor_size: float = 8.0, canonical: int = 224) -> dict[str, nn.Module]:
     """``TPU_OPTIONS`` plus the anchors, RoIAlign and the rpn_head, box_head, box_predictor (and
     mask_head, mask_predictor) of ``style``: the torchvision MaskRCNN / FasterRCNN options."""
     levels = len(LEVELS)
     options = dict(TPU_OPTIONS, rpn_anchor_generator=TPUAnchorGenerator(
-        tuple((8 * 2 ** (i + 2),) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels,
-        tuple(2 ** (i + 2) for i in range(levels))), box_roi_pool=MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=1))
+        tuple((anchor_size * 2 ** (i + 2),) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels,
+        tuple(2 ** (i + 2) for i in range(levels))),
+        box_roi_pool=MultiScaleRoIAlign(list(LEVELS), 7, sampling_ratio=1, canonical_scale=canonical))
     if kind == "maskrcnn":
-        options["mask_roi_pool"] = MultiScaleRoIAlign(list(LEVELS), 14, sampling_ratio=1)
+        options["mask_roi_pool"] = MultiScaleRoIAlign(list(LEVELS), 14, sampling_ratio=1, canonical_scale=canonical)
     if style == "tpu":
         heads = dict(rpn_head=RPNHeadBN(channels, 3, levels, conv_depth=2),
                      box_head=FastRCNNHeadBN((channels, 7, 7), box_convs, channels, box_fc))

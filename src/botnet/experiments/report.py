@@ -31,8 +31,9 @@ from ..engine.task import get_task
 
 __all__ = ["collect", "write_report", "run_config", "COLUMNS"]
 
-_METRICS = {"classification": ("top1", "top5", "loss"), "detection": ("bbox_AP", "segm_AP")}
-COLUMNS = ("run", "status", "step", "model", "top1", "top5", "loss", "bbox_AP", "segm_AP", "params_m", "madds_g",
+_METRICS = {"classification": ("top1", "top5", "loss"), "detection": ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50")}
+COLUMNS = ("run", "status", "step", "model", "top1", "top5", "loss", "bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50",
+           "params_m", "madds_g",
            "step_ms", "paper_table", "paper_row", "paper_metric", "paper_value", "paper_step_ms")
 
 
