@@ -58,8 +58,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def run_part(part: str, device: torch.device, repeats: int | None = None, warmup: int | None = None,
              quick: bool = False, batch: int | None = None, command: str = "",
-             log: Callable[[str], None] = print) -> dict:
-    """Run one part; the result dict has "rows", the machine, the command, the seconds taken."""
+             log: Callable[[str], None] = print, models: list[str] | None = None) -> dict:
+    """Run one part (``models``: the vs-timm part's models, default all); the result dict has "rows", the machine, the command, the seconds taken."""
     if part not in PARTS:
         raise ValueError(f"unknown benchmark part {part!r}; expected one of {', '.join(PARTS)}")
     r0, w0 = QUICK if quick else DEFAULTS[part]
@@ -80,7 +80,7 @@ def run_part(part: str, device: torch.device, repeats: int | None = None, warmup
     elif part == "vs-timm":
         from .vs_timm import bench_vs_timm
 
-        res = bench_vs_timm(device, repeats, warmup, quick, log=log)
+        res = bench_vs_timm(device, repeats, warmup, quick, log=log, **({"models": tuple(models)} if models else {}))
     else:
         from .models import bench_pair_1024
 

@@ -34,7 +34,7 @@ from torch import nn
 from .timing import interleaved, summarize
 
 __all__ = ["MODELS", "MODES", "TARGET", "perturbed_state_dict", "load_pair", "agreement", "make_call",
-           "conv_profile", "bench_vs_timm", "render_vs_timm", "vs_timm_targets"]
+           "conv_profile", "bench_vs_timm", "render_vs_timm", "vs_timm_targets", "bench_compiled"]
 
 MODELS = ("botnet26t_256", "sebotnet33ts_256", "eca_botnext26ts_256")
 MODES = (("infer", 1), ("infer", 16), ("train", 8))
@@ -222,3 +222,26 @@ def render_vs_timm(res: dict) -> list[str]:
         lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['impl']} | {r['median_ms']:.1f} | "
                      f"{r['min_ms']:.1f}–{r['max_ms']:.1f} | {r['runs']} | {r['speedup']:.2f}× | {diff} | {share} | {top} |")
     return lines
+
+
+def bench_compiled(name: str, modes: tuple[tuple[str, int], ...], device: torch.device, size: int = 256,
+                   repeats: int = 5, warmup: int = 2, backend: str = "inductor") -> list[dict]:
+    """GPU rows of ``gpu_check.py vs-timm``: timm and ours on the same weights under bf16 autocast,
+    eager and ``torch.compile(backend=backend)``, the four timed interleaved per (mode, batch).
+    Each row: implementation, median / min / max ms, timm eager ÷ this, and timm ÷ ours in the same
+    execution (eager or compiled); ``max_rel_diff``: ours' float32 logits against timm's."""
+    theirs, ours = (m.to(device) for m in load_pair(name, size=size))
+    diff = agreement({"timm": theirs, "ours": ours}, size, device=device)["ours"]
+    rows = []
+    for mode, batch in modes:
+        calls = {}
+        for label, m in (("timm", theirs), ("ours", ours)):
+            calls[f"{label} eager"] = make_call(m, mode, batch, device, size, amp=True)
+            calls[f"{label} compiled"] = make_call(torch.compile(m, backend=backend), mode, batch, device, size, amp=True)
+        stats = {n: summarize(s) for n, s in interleaved(calls, repeats, warmup, device).items()}
+        for n, st in stats.items():
+            same = stats["timm " + n.split()[1]].median_ms
+            rows.append({"model": name, "mode": mode, "batch": batch, "impl": n, "median_ms": st.median_ms,
+                         "min_ms": st.min_ms, "max_ms": st.max_ms, "vs_timm_eager": stats["timm eager"].median_ms / st.median_ms,
+                         "vs_timm_same": same / st.median_ms, "max_rel_diff": diff})
+    return rows
