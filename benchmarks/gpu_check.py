@@ -5,6 +5,7 @@ the CPU machines cannot (run the shell script; it bounds each part's time).
     torchrun --standalone --nproc-per-node 2 benchmarks/gpu_check.py nccl --json OUT/nccl.json
     python benchmarks/gpu_check.py t7-vs-b7 --json OUT/t7_b7.json      # Table 14: T7@384 vs B7@600
     python benchmarks/gpu_check.py maskrcnn --json OUT/maskrcnn.json   # Table 1: BoT50 vs R50 Mask R-CNN @1024
+    python benchmarks/gpu_check.py vs-timm --json OUT/vs_timm.json     # ours vs timm, same weights, bf16, eager + compiled
     python benchmarks/gpu_check.py report --results OUT [--no-doc]     # the section of docs/benchmarks.md
 
 ``--device cpu --tiny`` runs every part at toy sizes on the CPU (gloo instead of NCCL), so the
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package be
 from suite.models import ModelSpec, make_train_step  # noqa: E402
 from suite.report import machine_info, write_doc  # noqa: E402
 from suite.timing import interleaved, summarize  # noqa: E402
+from suite.vs_timm import MODELS as TIMM_MODELS, bench_compiled  # noqa: E402
 from botnet.layers import CANDIDATE_KERNELS, MHSA2d, use_kernel  # noqa: E402
 from botnet.layers.fused_attn import fold_attention  # noqa: E402
 
@@ -242,8 +244,26 @@ def part_maskrcnn(args) -> dict:
     return {"size": size, "batch": batch, "ms": ms, "ratio": ms["BoT50"] / ms["R50"], "paper": 1.31}
 
 
-PARTS = {"kernels": part_kernels, "nccl": part_nccl, "t7-vs-b7": part_t7_vs_b7, "maskrcnn": part_maskrcnn}
-FILES = {"kernels": "kernels", "nccl": "nccl", "t7-vs-b7": "t7_b7", "maskrcnn": "maskrcnn"}
+def part_vs_timm(args) -> dict:
+    """timm's BoTNet family from timm and from us on the same weights, bf16 autocast, eager and
+    torch.compile: inference at batch 1 and 32, a train step at batch 32 (suite.vs_timm.bench_compiled).
+    The JSON is rewritten after each model, so a part cut short by its time limit keeps the models done.
+    --tiny: one model at 64 px, batches 1 / 2, torch.compile with the "eager" backend (no inductor build)."""
+    device = torch.device(args.device)
+    models, size = (TIMM_MODELS[:1], 64) if args.tiny else (TIMM_MODELS, 256)
+    modes = (("infer", 1), ("train", 2)) if args.tiny else (("infer", 1), ("infer", 32), ("train", 32))
+    res = {"size": size, "rows": [], "backend": "eager" if args.tiny else "inductor"}
+    for name in models:
+        res["rows"] += bench_compiled(name, modes, device, size, 2 if args.tiny else 8, 1 if args.tiny else 3,
+                                      res["backend"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+    return res
+
+
+PARTS = {"kernels": part_kernels, "nccl": part_nccl, "t7-vs-b7": part_t7_vs_b7, "maskrcnn": part_maskrcnn,
+         "vs-timm": part_vs_timm}
+FILES = {"kernels": "kernels", "nccl": "nccl", "t7-vs-b7": "t7_b7", "maskrcnn": "maskrcnn", "vs-timm": "vs_timm"}
 
 
 def _fmt(v, spec=".1f"):
@@ -297,6 +317,14 @@ def render(results: dict, status: dict, machine: dict, command: str) -> str:
         lines += ["", f"### Table 1: Mask R-CNN at {r['size']}, BoT50 vs R50", "",
                   f"Train step at {r['batch']} images: R50 {r['ms']['R50']:.0f} ms, BoT50 {r['ms']['BoT50']:.0f} ms: "
                   f"**{r['ratio']:.2f}×** (paper, TPU-v3: 1.31×)."]
+    if "vs-timm" in results:
+        r = results["vs-timm"]
+        lines += ["", f"### Ours vs timm, same weights, bf16 autocast, eager and torch.compile ({r['backend']})", "",
+                  "| model | mode | batch | implementation | median ms | min–max ms | timm eager ÷ this | "
+                  "timm ÷ ours, same execution | max rel. diff (fp32 logits) |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {x['model']} | {x['mode']} | {x['batch']} | {x['impl']} | {x['median_ms']:.1f} | {x['min_ms']:.1f}–"
+                  f"{x['max_ms']:.1f} | {x['vs_timm_eager']:.2f}× | {x['vs_timm_same']:.2f}× | {x['max_rel_diff']:.1e} |"
+                  for x in r["rows"]]
     return "\n".join(lines)
 
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One GPU session, at most 8 minutes: every MHSA kernel's exactness in bf16 on CUDA and the fastest
-# per case, a 2-process NCCL DDP step, Table 14's T7@384 vs EfficientNet-B7@600 train step, and
-# Table 1's BoT50 vs R50 Mask R-CNN step at 1024; then the "GPU check" section of docs/benchmarks.md.
+# One GPU session, at most 12 minutes: every MHSA kernel's exactness in bf16 on CUDA and the fastest
+# per case, a 2-process NCCL DDP step, Table 14's T7@384 vs EfficientNet-B7@600 train step,
+# Table 1's BoT50 vs R50 Mask R-CNN step at 1024, and timm's BoTNet family from timm and from us on
+# the same weights in bf16, eager and torch.compile (issue 22); then the "GPU check" section of
+# docs/benchmarks.md.
 #
 #   bash benchmarks/gpu_check.sh                    # on a machine with a GPU
 #   bash benchmarks/gpu_check.sh --device cpu --tiny   # dry run on CPU (toy sizes, document untouched)
 #
-# Each part runs under its own time limit (the sum is 475 s); one that fails or times out is named
+# Each part runs under its own time limit (the sum is 715 s); one that fails or times out is named
 # in the section, the others still report. Results and logs: $GPU_CHECK_OUT (default $OUT/gpu_check
 # or /tmp/gpu_check). PYTHON: the interpreter (default python).
 set -u
@@ -46,6 +48,7 @@ if [ "$(cat "$RES/nccl.rc")" != 0 ]; then
 fi
 part t7-vs-b7 t7_b7 110 "$PY" benchmarks/gpu_check.py t7-vs-b7 "${ARGS[@]}" --json "$RES/t7_b7.json"
 part maskrcnn maskrcnn 90 "$PY" benchmarks/gpu_check.py maskrcnn "${ARGS[@]}" --json "$RES/maskrcnn.json"
+part vs-timm vs_timm 240 "$PY" benchmarks/gpu_check.py vs-timm "${ARGS[@]}" --json "$RES/vs_timm.json"
 "$PY" benchmarks/gpu_check.py report "${ARGS[@]}" --results "$RES"
 rc=$?
 echo "gpu_check: $(( $(date +%s) - START )) s; results in $RES"

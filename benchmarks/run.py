@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("mhsa", "models", "r50-vs-bot50-1024")  # suite.PARTS, repeated so --help needs no torch
+PARTS = ("mhsa", "models", "r50-vs-bot50-1024", "vs-timm")  # suite.PARTS, repeated so --help needs no torch
 DEFAULT_DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 2 for mhsa, else 1)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if available")
     p.add_argument("--batch", type=int, default=None, help="batch of the models part (default 2 on CPU, 32 on CUDA)")
+    p.add_argument("--models", default=None, help="vs-timm: comma-separated model names (default: all three)")
     p.add_argument("--quick", action="store_true", help="reduced cases and runs (about a minute on CPU): a smoke test")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--no-doc", action="store_true", help="print the tables only; leave the document alone")
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace, command: str) -> int:
     results = {}
     for part in parts:
         try:
-            results[part] = run_part(part, device, args.repeats, args.warmup, args.quick, args.batch, command, log=log)
+            results[part] = run_part(part, device, args.repeats, args.warmup, args.quick, args.batch, command, log=log,
+                                     models=args.models.split(",") if args.models else None)
         except ValueError as e:
             print(f"benchmarks/run.py: {e}", file=sys.stderr)
             return 2
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace, command: str) -> int:
 def command_line(prog: list[str], args: argparse.Namespace) -> str:
     """The command that repeats this run: ``prog``, the parts and the options given."""
     words = list(prog) + list(args.parts)
-    for opt in ("repeats", "warmup", "batch"):
+    for opt in ("repeats", "warmup", "batch", "models"):
         if getattr(args, opt) is not None:
             words += [f"--{opt}", str(getattr(args, opt))]
     if args.device != "auto":

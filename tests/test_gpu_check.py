@@ -12,10 +12,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args, **kw):
+def _run(*args, timeout=300, **kw):
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), *args], capture_output=True,
-                          text=True, timeout=300, env=env, **kw)
+                          text=True, timeout=timeout, env=env, **kw)
 
 
 def test_shell_script_parses():
@@ -41,3 +41,19 @@ def test_kernels_part_and_report_run_on_cpu(tmp_path):
 def test_refuses_cuda_without_a_gpu():
     r = _run("kernels")
     assert r.returncode == 2 and "no CUDA device" in r.stderr
+
+
+def test_vs_timm_part_times_both_eager_and_compiled_on_cpu(tmp_path):
+    js = tmp_path / "vs_timm.json"
+    # four torch.compile traces (timm and ours, inference and training): minutes on a busy 2-core machine
+    r = _run("vs-timm", "--device", "cpu", "--tiny", "--json", str(js), timeout=1200)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(js.read_text())
+    impls = {(x["mode"], x["impl"]) for x in res["rows"]}
+    assert impls == {(m, f"{w} {e}") for m in ("infer", "train") for w in ("timm", "ours") for e in ("eager", "compiled")}
+    assert all(x["max_rel_diff"] < 1e-4 and x["median_ms"] > 0 for x in res["rows"])
+    assert all(x["vs_timm_same"] == 1.0 for x in res["rows"] if x["impl"].startswith("timm"))
+    (tmp_path / "vs_timm.rc").write_text("0\n")
+    r = _run("report", "--device", "cpu", "--tiny", "--results", str(tmp_path), "--no-doc")
+    assert "### Ours vs timm, same weights, bf16 autocast, eager and torch.compile (eager)" in r.stdout
+    assert "| botnet26t_256 | train | 2 | ours compiled |" in r.stdout

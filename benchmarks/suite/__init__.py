@@ -7,7 +7,9 @@ Parts (``run_parts``; ``python benchmarks/run.py PART ...``):
   against the two public implementations, same weights, timed interleaved in one process;
 - ``models``: forward + backward + SGD step of R50, BoT50, BoT-S1-50, T3-T7, SE-ResNets (and, on a
   GPU, EfficientNet-B0..B7 from timm) at their resolutions;
-- ``r50-vs-bot50-1024``: BoT50 against R50 at 1024, timed interleaved (Table 1: 1.31x on TPU).
+- ``r50-vs-bot50-1024``: BoT50 against R50 at 1024, timed interleaved (Table 1: 1.31x on TPU);
+- ``vs-timm``: timm's BoTNet family built by timm and by us on the same (perturbed) weights,
+  inference at batch 1 and 16 and a train step at batch 8, interleaved (issue 22).
 
 On CUDA everything runs under bf16 autocast and is timed with CUDA events; on CPU in float32 with
 ``time.perf_counter``. timm and bottleneck-transformer-pytorch come with the ``bench`` extra.
@@ -26,9 +28,9 @@ from .report import machine_info, render_part, targets, write_doc
 __all__ = ["PARTS", "DEFAULTS", "resolve_device", "run_part", "run_parts", "render_part", "targets", "write_doc",
            "machine_info"]
 
-PARTS = ("mhsa", "models", "r50-vs-bot50-1024")
+PARTS = ("mhsa", "models", "r50-vs-bot50-1024", "vs-timm")
 # (repeats, warmup) per part; --quick: (3, 1)
-DEFAULTS = {"mhsa": (5, 2), "models": (5, 1), "r50-vs-bot50-1024": (5, 1)}
+DEFAULTS = {"mhsa": (5, 2), "models": (5, 1), "r50-vs-bot50-1024": (5, 1), "vs-timm": (7, 1)}
 QUICK = (3, 1)
 
 
@@ -56,8 +58,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def run_part(part: str, device: torch.device, repeats: int | None = None, warmup: int | None = None,
              quick: bool = False, batch: int | None = None, command: str = "",
-             log: Callable[[str], None] = print) -> dict:
-    """Run one part; the result dict has "rows", the machine, the command, the seconds taken."""
+             log: Callable[[str], None] = print, models: list[str] | None = None) -> dict:
+    """Run one part (``models``: the vs-timm part's models, default all); the result dict has "rows", the machine, the command, the seconds taken."""
     if part not in PARTS:
         raise ValueError(f"unknown benchmark part {part!r}; expected one of {', '.join(PARTS)}")
     r0, w0 = QUICK if quick else DEFAULTS[part]
@@ -75,6 +77,10 @@ def run_part(part: str, device: torch.device, repeats: int | None = None, warmup
         from .models import bench_models
 
         res = bench_models(device, repeats, warmup, quick, batch, log=log)
+    elif part == "vs-timm":
+        from .vs_timm import bench_vs_timm
+
+        res = bench_vs_timm(device, repeats, warmup, quick, log=log, **({"models": tuple(models)} if models else {}))
     else:
         from .models import bench_pair_1024
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .vs_timm import render_vs_timm, vs_timm_targets
+
 __all__ = ["machine_info", "measured_on", "render_part", "targets", "write_doc", "markers"]
 
 
@@ -210,6 +212,8 @@ def targets(res: dict) -> list[dict]:
                        "block), so a ratio under the multiply-add ratio needs its extra work to run faster per "
                        "multiply-add than R50's convolutions")
         out.append({"target": "BoT50 / R50 train-step time at 1024 ≤ 1.20", "met": ok, "detail": detail})
+    elif part == "vs-timm":
+        out += vs_timm_targets(res)
     elif part == "models":
         rows = {r["label"]: r for r in res["rows"]}
         t7, b7 = rows.get("T7"), rows.get("B7")
@@ -244,6 +248,8 @@ def render_part(res: dict) -> str:
         lines += _models_table(res["rows"])
     elif part == "r50-vs-bot50-1024":
         lines += _models_table(res["rows"])
+    elif part == "vs-timm":
+        lines += render_vs_timm(res)
     tg = targets(res)
     if tg:
         lines += ["", "Targets:", ""]

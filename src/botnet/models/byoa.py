@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..layers import BoTBlock, Bottleneck, EcaModule, SEModule
-from .staged import ACT_LAYERS, StagedNet, to_pair
+from .staged import ACT_LAYERS, StagedNet, inplace_act, to_pair
 
 __all__ = ["StageCfg", "ByoaCfg", "ByoaNet", "build_byoa", "round_channels"]
 
@@ -130,7 +130,7 @@ class ByoaNet(StagedNet):
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, act_layer: Callable[..., nn.Module] | None = None,
                  norm_layer: Callable[..., nn.Module] | None = None, zero_init_last: bool = True, global_pool: str = "avg"):
         super().__init__()
-        act_layer = act_layer or ACT_LAYERS[cfg.act]
+        act_layer = act_layer or inplace_act(cfg.act)
         norm_layer = norm_layer or nn.BatchNorm2d
         self.cfg, self.num_classes, self.in_chans, self.img_size = cfg, num_classes, in_chans, to_pair(img_size)
         self.drop_rate = drop_rate
@@ -160,7 +160,7 @@ class ByoaNet(StagedNet):
 
     def _block_attn(self, cfg: ByoaCfg) -> Callable[[int], nn.Module] | None:
         if cfg.block_attn == "se":  # timm's SEModule: ReLU inside, reduced width a multiple of 8
-            return partial(SEModule, rd_ratio=1 / 16, act_layer=nn.ReLU, rd_divisor=8)
+            return partial(SEModule, rd_ratio=1 / 16, act_layer=inplace_act("relu"), rd_divisor=8)
         return EcaModule if cfg.block_attn == "eca" else None
 
     def _build_stages(self, cfg: ByoaCfg, in_chs: int, act_layer, norm_layer, drop_path_rate: float) -> None:
