@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-doc", action="store_true", help="print the section without writing docs/benchmarks.md")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.threads < 1 or args.calibration_images < 2:
-        print("onnx_runtime: --rounds and --threads must be >= 1", file=sys.stderr)
+        print("onnx_runtime: --rounds and --threads must be >= 1, --calibration-images >= 2", file=sys.stderr)
         return 2
     sys.path.insert(0, str(REPO / "src"))
     warnings.filterwarnings("ignore")

@@ -145,4 +145,4 @@ def test_benchmark_quick_run(tmp_path):
     assert "top-1 agreement" in r.stdout and "**Quick run**" in r.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "onnx_runtime.py"), "--rounds", "0"],
                          capture_output=True, text=True, timeout=120, env=env)
-    assert bad.returncode == 2 and bad.stderr.strip() == "onnx_runtime: --rounds and --threads must be >= 1"
+    assert bad.returncode == 2 and bad.stderr.strip() == "onnx_runtime: --rounds and --threads must be >= 1, --calibration-images >= 2"
