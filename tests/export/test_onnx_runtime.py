@@ -142,7 +142,7 @@ def test_benchmark_quick_run(tmp_path):
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| PyTorch eager |" in r.stdout and "| ORT fp32 |" in r.stdout and "| ORT int8 |" in r.stdout
-    assert "top-1 agreement" in r.stdout and "**Quick run**" in r.stdout
+    assert "Top-1 agreement with PyTorch" in r.stdout and "**Quick run**" in r.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "onnx_runtime.py"), "--rounds", "0"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and bad.stderr.strip() == "onnx_runtime: --rounds and --threads must be >= 1, --calibration-images >= 2"
