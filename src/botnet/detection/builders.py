@@ -6,7 +6,7 @@ the parts and numbers of the Cloud TPU detection code the paper used (tensorflow
 
 - backbone: the registry model (BoT layers included) + the TPU FPN p2..p6 (p6 a 3x3 stride-2 conv
   on p5, BatchNorm without activation on each output level);
-- anchors: one size per level, 8 x stride (32..512 for p2..p6; ``anchor_size`` scales it), aspect ratios 0.5, 1, 2, centred
+- anchors: one size per level, 8 x stride (32..512 for p2..p6; ``anchor_size``), aspect ratios 0.5, 1, 2, centred
   at stride / 2 as in the TPU code;
 - RPN head: 2 convs of 256, BatchNorm per level; TPU RPN losses (``rpn.py``);
 - box head: 4 convs of 256 + 1 FC of 1024, each followed by BatchNorm and ReLU; predictor init
@@ -113,27 +113,22 @@ def create_detector(
         fpn_channels, box_head_convs, box_fc, mask_head_convs, mask_channels: head sizes (the
             paper: 256, 4, 1024, 4 (8 for the 44.4 AP model), 256). Smaller values make CPU demos.
             ``head_style="torchvision"`` has no box convs (``box_head_convs`` is not used).
-        anchor_size: anchor side in strides, one size per level (the TPU config's ``anchor.anchor_size``:
-            8, i.e. 32..512 px on p2..p6 for 1024-px inputs). Scale it with the input: objects of a
-            128-px image are 8x smaller than COCO's at 1024, and ``anchor_size=2`` gives 8..128 px.
-        roi_canonical_scale: the RoI side that RoIAlign reads from p4 (FPN's level rule, k = 4 +
-            log2(sqrt(area) / scale), as the TPU's ``multilevel_crop_and_resize``: 224). At 128 px every
-            RoI would fall to p2; 28 keeps COCO's assignment for objects 8x smaller.
-        norm_layer: the backbone's normalization (default trained BatchNorm2d; e.g.
-            ``torchvision.ops.FrozenBatchNorm2d`` for Detectron-style frozen statistics).
+        anchor_size: anchor side in strides (the TPU's ``anchor.anchor_size``, 8: 32..512 px on p2..p6);
+            2 gives 8..128 px for objects 8x smaller, as in the 128-px CPU demo.
+        roi_canonical_scale: the RoI side read from p4 (level 4 + log2(sqrt(area) / scale), 224 as in
+            FPN and the TPU code); 28 keeps that assignment for objects 8x smaller.
+        norm_layer: the backbone's normalization (default BatchNorm2d; ``FrozenBatchNorm2d``: Detectron-style).
         head_style: "tpu" (the paper's FPN and heads, default) or "torchvision" (those of
             torchvision's ``maskrcnn_resnet50_fpn``, for its weights).
-        backbone_weights: an ImageNet checkpoint (ours, torchvision's or timm's) loaded into the
-            matching backbone layers; BoT layers stay random (the paper's footnote 6). The load
-            report is kept as ``model.backbone_load_report``.
+        backbone_weights: a classification checkpoint (ours, torchvision's or timm's) loaded into the matching
+            backbone layers (an R50's leaves BoT layers random: footnote 6); report: ``model.backbone_load_report``.
         backbone_kwargs: options of the backbone model (e.g. ``pos_enc``, ``width``).
         detector_kwargs: torchvision ``MaskRCNN`` / ``FasterRCNN`` options over ``TPU_OPTIONS``
             (``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``, ``box_score_thresh``, ...,
             also ``rpn_anchor_generator``, ``box_roi_pool``, ``mask_roi_pool``).
 
-    Returns a torchvision ``MaskRCNN`` / ``FasterRCNN``: in training ``model(images, targets)`` gives
-    a dict of losses, in eval ``model(images)`` a list of {boxes (N,4) xyxy in original pixels,
-    labels (N,), scores (N,), masks (N,1,H,W) probabilities}.
+    Returns a torchvision ``MaskRCNN`` / ``FasterRCNN``: in training ``model(images, targets)`` gives a dict
+    of losses, in eval ``model(images)`` a list of {boxes (N,4) xyxy, labels (N,), scores (N,), masks (N,1,H,W)}.
     """
     kind, backbone_name = parse_detector_name(name)
     _check_args(img_size, num_classes, head_style, anchor_size, roi_canonical_scale)
@@ -149,10 +144,7 @@ def create_detector(
     model.rpn = tpu_rpn(options["rpn_anchor_generator"], options["rpn_head"], options,
                         [a * s * s for a, s in zip(per_location, sides)])
     model.transform = FixedSizeTransform(img_size, list(IMAGENET_MEAN), list(IMAGENET_STD))
-    model.detector_name = name
-    model.img_size = img_size
-    model.head_style = head_style
-    model.backbone_load_report = report
+    model.detector_name, model.img_size, model.head_style, model.backbone_load_report = name, img_size, head_style, report
     return model
 
 
