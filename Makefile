@@ -41,7 +41,7 @@ demo: $(STAMP)
 # generated on first use); it prints the COCO table and draws ground truth | prediction panels of 8
 # validation scenes. Running it again continues an unfinished step or re-evaluates a finished run.
 det-demo: $(STAMP)
-	$(BIN)/botnet train --config detection/demo_backbone --output runs/det_demo/backbone --resume auto
+	$(BIN)/botnet train --config det_demo_backbone --output runs/det_demo/backbone --resume auto
 	$(BIN)/botnet train --config detection/demo --output runs/det_demo --resume auto \
 		model.backbone_weights=runs/det_demo/backbone/last.pt
 	$(BIN)/botnet eval --checkpoint runs/det_demo/last.pt --output runs/det_demo/eval_final
@@ -66,7 +66,7 @@ fuzz: $(STAMP)
 test-floor: $(FLOOR_STAMP)
 	$(FLOOR_BIN)/python -m pytest -q
 
-# The README demos run in full, checking the numbers the README states (about 22 minutes on 2 cores).
+# The README demos run in full, checking the numbers the README states (about 27 minutes on 2 cores).
 test-demo: $(STAMP)
 	$(BIN)/python -m pytest -q -m demo
 

@@ -26,7 +26,7 @@ FOUND_MARGIN = 3  # objects
 @pytest.mark.slow
 @pytest.mark.demo
 def test_detection_demo_reaches_the_readme_ap_and_finds_the_drawn_objects(tmp_path):
-    train_recipe("detection/demo_backbone", tmp_path, 900, output="backbone")
+    train_recipe("det_demo_backbone", tmp_path, 900, output="backbone")
     res = train_recipe("detection/demo", tmp_path, 1500, f"model.backbone_weights={tmp_path / 'backbone' / 'last.pt'}")
     assert res["count"] == 200
     assert res["segm_AP50"] >= README_SEGM_AP50 - MARGIN, res

@@ -199,7 +199,7 @@ def test_cli_export_onnx_and_safetensors(ckpts, tmp_path, capsys):
 
 def _args(ckpt, out, **kw):
     base = dict(checkpoint=str(ckpt), model=None, format="onnx", output=str(out), img_size=None, batch_size=1,
-                opset=17, num_classes=1000, ema=False, json=False)
+                opset=17, num_classes=1000, ema=False, json=False, quantize=None, calibration=None)
     return argparse.Namespace(**{**base, **kw})
 
 
