@@ -22,7 +22,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "conv_bn_pairs", "optimize_for_inference"]
+__all__ = ["fold_batchnorm", "conv_bn_pairs", "optimize_for_inference", "replace_module"]
 
 
 class _PairTracer(fx.Tracer):
@@ -62,9 +62,16 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         with torch.no_grad():
             fused = fuse_conv_bn_eval(conv, bn)
-        model.set_submodule(conv_name, fused)
-        model.set_submodule(bn_name, nn.Identity())
+        replace_module(model, conv_name, fused)
+        replace_module(model, bn_name, nn.Identity())
     return model
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``name`` of ``model`` (``nn.Module.set_submodule`` came with
+    torch 2.5; botnet supports 2.4)."""
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def optimize_for_inference(model: nn.Module, channels_last: bool = True, inplace: bool = False) -> nn.Module:
