@@ -164,7 +164,7 @@ def _check_args(img_size: int, num_classes: int, head_style: str, anchor_size: f
 
 
 def _heads(style: str, kind: str, num_classes: int, channels: int, box_convs: int, box_fc: int, mask_convs: int,
-           mask_channels: int, anchor_size: float = 8.0, canonical: int = 224) -> dict[str, nn.Module]:
+           mask_channels: int, anchor_size: float, canonical: int) -> dict[str, nn.Module]:
     """``TPU_OPTIONS`` plus the anchors, RoIAlign and the rpn_head, box_head, box_predictor (and
     mask_head, mask_predictor) of ``style``: the torchvision MaskRCNN / FasterRCNN options."""
     levels = len(LEVELS)
