@@ -10,13 +10,17 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
 
 from .vs_timm import render_vs_timm, vs_timm_targets
 
-__all__ = ["machine_info", "measured_on", "render_part", "targets", "write_doc", "markers"]
+__all__ = ["machine_info", "measured_on", "render_part", "targets", "write_doc", "markers", "script_command", "publish",
+           "DOC"]
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
 
 def _cpu_model() -> str:
@@ -276,3 +280,16 @@ def write_doc(path: str | Path, sections: dict[str, str]) -> Path:
             text = text[: i + len(begin)] + "\n" + body.strip() + "\n" + text[j:]
     path.write_text(text)
     return path
+
+
+def script_command(script: str, argv: list[str] | None) -> str:
+    """How a benchmark script was run, for its section: "python benchmarks/SCRIPT ARGS..."."""
+    return "python " + " ".join([f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def publish(section: str, block: str, no_doc: bool, doc: str | Path = DOC) -> int:
+    """Write ``section`` between ``block``'s markers in ``doc`` (unless ``no_doc``) and print it; 0."""
+    if not no_doc:
+        write_doc(doc, {block: section})
+    print(section)
+    return 0

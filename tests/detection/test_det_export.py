@@ -199,7 +199,7 @@ def test_cli_export_onnx_and_safetensors(ckpts, tmp_path, capsys):
 
 def _args(ckpt, out, **kw):
     base = dict(checkpoint=str(ckpt), model=None, format="onnx", output=str(out), img_size=None, batch_size=1,
-                opset=17, num_classes=1000, ema=False, json=False, quantize=None, calibration=None)
+                opset=17, num_classes=1000, ema=False, json=False, quantize=None, calibration=None, precision="fp32")
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -213,6 +213,7 @@ def test_bad_input_is_a_one_line_error(ckpts, tmp_path, capsys):
         (dict(opset=10), "opset >= 11"),
         (dict(format="safetensors", output=str(tmp_path / "w.pt")), "end in .safetensors"),
         (dict(checkpoint=str(tmp_path / "missing.pt")), "not found"),
+        (dict(format="torchscript", output=str(tmp_path / "x.pt"), precision="bf16"), "--precision bf16 exports classifiers"),
     ]
     for kw, msg in cases:
         assert cmd_export(_args(ckpt, tmp_path / "x.onnx", **kw)) == 2, kw
@@ -221,3 +222,22 @@ def test_bad_input_is_a_one_line_error(ckpts, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # the CLI's own format choices
         main(["export", "--checkpoint", str(ckpt), "--format", "tflite", "--output", str(tmp_path / "x")])
     assert e.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_predict_in_bf16_draws_the_float32_detections(ckpts, tmp_path, capsys):
+    """``botnet predict --precision bf16`` on a detector (``bf16_detector``): the detections of the
+    float32 run, within bfloat16 rounding."""
+    from torchvision.utils import save_image
+
+    img = tmp_path / "scene.png"
+    save_image(dict(check_images(S))["scene"], img)
+    found = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["predict", "--checkpoint", str(ckpts["maskrcnn"]), str(img), "--json", "--precision", precision,
+                     "--score-thresh", "0", "--output", str(tmp_path / precision)]) == 0
+        found[precision] = json.loads(capsys.readouterr().out)[0]["detections"]
+    assert found["fp32"] and len(found["bf16"]) >= len(found["fp32"]) // 2
+    top = found["fp32"][0]
+    near = [d for d in found["bf16"] if d["label"] == top["label"]
+            and max(abs(a - b) for a, b in zip(d["box_xyxy"], top["box_xyxy"])) < 1.0]
+    assert near and abs(near[0]["score"] - top["score"]) < 0.05

@@ -99,8 +99,9 @@ def test_detection_checkpoints_are_drawn(tmp_path, monkeypatch, capsys):
     seen = {}
     det = types.ModuleType("botnet.detection.predict")
 
-    def predict_to_folder(model, paths, classes, output, thresh, device, progress=False):
-        seen.update(model=model, paths=paths, classes=classes, output=output, thresh=thresh, device=str(device))
+    def predict_to_folder(model, paths, classes, output, thresh, device, progress=False, amp_dtype=None):
+        seen.update(model=model, paths=paths, classes=classes, output=output, thresh=thresh, device=str(device),
+                    amp_dtype=amp_dtype)
         yield {"image": str(paths[0]), "height": 4, "width": 4, "detections": [], "drawn": "x.png"}
 
     det.predict_to_folder = predict_to_folder
@@ -114,8 +115,8 @@ def test_detection_checkpoints_are_drawn(tmp_path, monkeypatch, capsys):
     argv = ["predict", "--checkpoint", str(tmp_path / "det.pt"), str(tmp_path / "a.png"), "--output", "o",
             "--score-thresh", "0.3", "--device", "cpu", "--json"]
     assert main(argv) == 0
-    assert (seen["model"], seen["classes"], seen["output"], seen["thresh"], seen["device"]) == (
-        "MODEL", ["a", "b"], Path("o"), 0.3, "cpu")
+    assert (seen["model"], seen["classes"], seen["output"], seen["thresh"], seen["device"], seen["amp_dtype"]) == (
+        "MODEL", ["a", "b"], Path("o"), 0.3, "cpu", None)  # --precision auto: float32 on the CPU
     assert json.loads(capsys.readouterr().out)[0]["drawn"] == "x.png"
 
 

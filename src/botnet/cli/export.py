@@ -10,6 +10,7 @@ import json
 import sys
 
 from .paths import check_output_file
+from .precision import EXPORT_PRECISIONS, add_precision_argument
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 _EXAMPLES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": "model.safetensors"}
@@ -37,9 +38,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             model = create_model(args.model, num_classes=args.num_classes, **kw)
         else:
             ckpt = open_checkpoint(args.checkpoint)
-            if ckpt.task == "detection" and args.quantize:
-                raise ValueError(f"--quantize takes classification models; {args.checkpoint} holds a detector")
             if ckpt.task == "detection":
+                _check_detection_options(args)
                 from botnet.export.detection import describe_checks, export_checkpoint
 
                 name, res = export_checkpoint(ckpt, args.output, args.format, img_size=args.img_size,  # read once
@@ -52,6 +52,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         options = {"img_size": args.img_size, "batch_size": args.batch_size}
         if args.format == "onnx":
             options["opset"] = args.opset
+        else:
+            options["precision"] = args.precision
         if args.quantize:
             options.update(quantize=args.quantize, calibration=args.calibration, eval_cfg=card)
         if args.format == "safetensors":
@@ -69,8 +71,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                        f"int8: top-1 agreement with PyTorch {100 * x['agreement']:.1f}% on {x['check_images']} held-out "
                        f"images (at least {100 * x['min_agreement']:.0f}%; {x['calibration_images']} calibrated), max "
                        f"abs logit diff {res.max_abs_diff:.3g}; its float32 graph: max abs diff {x['fp32_max_abs_diff']:.3g}")
-    return _report(args, model.model_name, res,
-                   f"max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g})")
+    verdict = f"max abs diff vs PyTorch {res.max_abs_diff:.3g} (tolerance {res.tolerance:.3g})"
+    if res.extra.get("precision") == "bf16":
+        verdict = (f"bfloat16; {verdict}, against the bfloat16 model; logits vs float32: relative L2 difference "
+                   f"{res.extra['vs_fp32']:.3g}")
+    return _report(args, model.model_name, res, verdict)
+
+
+def _check_detection_options(args: argparse.Namespace) -> None:
+    """ValueError for the options that take classifiers only, given a detection checkpoint."""
+    if args.quantize:
+        raise ValueError(f"--quantize takes classification models; {args.checkpoint} holds a detector")
+    if args.precision != "fp32":
+        raise ValueError(f"--precision {args.precision} exports classifiers; a detector runs in bfloat16 "
+                         "with botnet eval / predict --precision bf16")
 
 
 def _quantize_problem(args: argparse.Namespace) -> str | None:
@@ -81,6 +95,9 @@ def _quantize_problem(args: argparse.Namespace) -> str | None:
         return f"--quantize {args.quantize} needs --calibration DIR (a folder of images)"
     if args.calibration and not args.quantize:
         return "--calibration goes with --quantize int8"
+    if args.precision == "bf16" and args.format == "onnx":
+        return ("--precision bf16 exports torchscript or safetensors: ONNX Runtime's CPU provider has no bfloat16 "
+                "Conv kernels (for a faster ONNX model use --quantize int8)")
     return None
 
 
@@ -122,5 +139,6 @@ def register(sub) -> None:
     p.add_argument("--calibration", metavar="DIR", default=None,
                    help="with --quantize: a folder of images (searched recursively), read through the model's "
                         "eval transform; at most 256 calibrate")
+    add_precision_argument(p, EXPORT_PRECISIONS)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_export)

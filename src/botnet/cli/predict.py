@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .paths import check_output_folder
+from .precision import add_precision_argument, note_precision
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -35,8 +36,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..inference.classify import predict_classifier
 
     try:
+        note_precision("botnet predict", args.precision, args.device)
         res = predict_classifier(ckpt, args.images, topk=args.topk, batch_size=args.batch_size,
-                                 device=args.device, use_ema=args.ema)
+                                 device=args.device, use_ema=args.ema, precision=args.precision)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet predict: {e}", file=sys.stderr)
         return 2
@@ -68,10 +70,13 @@ def _predict_detection(args: argparse.Namespace, ckpt) -> int:
     from ..detection.predict import predict_to_folder, recall_summary
     from ..engine.launch import resolve_device
     from ..inference.classify import expand_image_paths
+    from ..models.precision import prepare_inference
 
     try:
         device = resolve_device(args.device or "auto")
+        note_precision("botnet predict", args.precision, args.device or "auto")
         model, info = load_detector(ckpt, device)
+        model, amp, _ = prepare_inference(model, "detection", args.precision, device, ((ckpt.config or {}).get("run") or {}).get("amp", "none"))
         paths = expand_image_paths(args.images)
     except (ValueError, FileNotFoundError) as e:
         print(f"botnet predict: {e}", file=sys.stderr)
@@ -80,7 +85,7 @@ def _predict_detection(args: argparse.Namespace, ckpt) -> int:
     thresh = 0.5 if args.score_thresh is None else args.score_thresh
     records = []
     for rec in predict_to_folder(model, paths, info["classes"], out, thresh, device,
-                                 progress=sys.stderr.isatty() and len(paths) > 1):
+                                 progress=sys.stderr.isatty() and len(paths) > 1, amp_dtype=amp):
         records.append(rec)
         if "error" not in rec and not args.json:
             found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in rec["detections"]) or "nothing"
@@ -116,6 +121,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=16)
+    add_precision_argument(p)
     p.add_argument("--score-thresh", type=float, default=None, metavar="T",
                    help="detection: keep detections scoring at least T (default 0.5)")
     p.add_argument("--ema", action="store_true", help="classification: use the checkpoint's EMA weights")

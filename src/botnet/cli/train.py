@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .paths import check_output_folder
+from .precision import add_precision_argument, note_precision
 
 __all__ = ["register", "add_run_arguments", "load_run_config", "run_training"]
 
@@ -112,13 +113,14 @@ def _eval_detection(args: argparse.Namespace, ckpt) -> dict:
     if args.ema:
         raise ValueError("--ema: detection checkpoints hold no EMA weights")
     return evaluate_detection_checkpoint(ckpt, args.data, args.split, args.batch_size or 2, args.workers,
-                                         args.device, args.output, args.max_images)
+                                         args.device, args.output, args.max_images, args.precision)
 
 
 def _eval_classification(args: argparse.Namespace, ckpt) -> dict:
     from ..engine.classify import evaluate_checkpoint
 
-    return evaluate_checkpoint(ckpt, args.data, args.batch_size or 64, args.workers, args.ema, args.device)
+    return evaluate_checkpoint(ckpt, args.data, args.batch_size or 64, args.workers, args.ema, args.device,
+                               args.precision)
 
 
 def _eval_pretrained(args: argparse.Namespace) -> dict:
@@ -126,7 +128,8 @@ def _eval_pretrained(args: argparse.Namespace) -> dict:
 
     if args.data is None:
         raise ValueError("--model needs --data (an ImageFolder, e.g. ImageNet-1k val)")
-    return evaluate_pretrained(args.model, args.data, args.weights, args.batch_size or 64, args.workers, args.device)
+    return evaluate_pretrained(args.model, args.data, args.weights, args.batch_size or 64, args.workers, args.device,
+                               precision=args.precision)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -134,6 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         if (args.checkpoint is None) == (args.model is None):
             raise ValueError("give --checkpoint (a botnet train checkpoint) or --model NAME (published weights), not both")
+        note_precision(prog, args.precision, args.device)
         if args.model is not None:
             kind, res = "classification", _eval_pretrained(args)
         else:
@@ -146,13 +150,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif kind == "detection":
         from ..detection.evaluate import format_coco_table
 
-        print(f"{res['model']} ({res['checkpoint']}, step {res['step']}) on {res['count']} {res['split']} images of {res['data']}")
+        print(f"{res['model']} ({res['checkpoint']}, step {res['step']}, {res['precision']}) on {res['count']} "
+              f"{res['split']} images of {res['data']}")
         print(format_coco_table({t: res[t] for t in ("bbox", "segm") if t in res}))
         if args.output:
             print(f"metrics and COCO results written to {args.output}/")
     else:
         epoch = f", {res['epoch']} epoch(s) done" if res.get("epoch") is not None else ""
-        print(f"{res['model']} ({res['checkpoint']}{epoch}{', EMA' if res['ema'] else ''}): "
+        print(f"{res['model']} ({res['checkpoint']}{epoch}{', EMA' if res['ema'] else ''}, {res['precision']}): "
               f"top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  loss {res['loss']:.4f}  on {res['count']} images"
               + (f" ({res['skipped_images']} unreadable skipped)" if res["skipped_images"] else ""))
     return 0
@@ -167,6 +172,7 @@ def _eval_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--batch-size", type=int, default=None, help="default 64 (classification), 2 (detection)")
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--device", default="auto")
+    add_precision_argument(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--ema", action="store_true", help="classification: evaluate the EMA weights")
     e.add_argument("--split", default=None, help="detection: split to evaluate (default: the recipe's val split)")

@@ -22,6 +22,7 @@ from torchvision.transforms.v2 import functional as F
 from .draw import coco_ground_truth, draw_objects, side_by_side
 from .evaluate import found_objects
 from ..data.folder import load_rgb
+from ..models.precision import precision_context
 
 __all__ = ["predict_images", "draw_detections", "predict_to_folder", "recall_summary", "MIN_SIDE_COUNTED"]
 
@@ -31,10 +32,12 @@ MIN_SIDE_COUNTED = 16  # ground-truth objects larger than this in both sides cou
 
 @torch.no_grad()
 def predict_images(model, paths: list[Path], class_names: list[str], score_thresh: float = 0.5,
-                   device: torch.device | str = "cpu") -> Iterator[dict]:
+                   device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None) -> Iterator[dict]:
     """For each readable image: {"path", "image" (3,H,W) uint8, "boxes" (N,4) xyxy, "labels" (N,)
     1-based, "names", "scores" (N,), optional "masks" (N,H,W) bool}, detections scoring >= score_thresh.
-    Unreadable files are skipped with a warning (a record with "error" instead)."""
+    Unreadable files are skipped with a warning (a record with "error" instead). ``amp_dtype``:
+    autocast the forward to it (None: no autocast; a bfloat16 model comes from
+    ``botnet.models.precision.bf16_detector`` instead)."""
 
     model.eval()
     for path in paths:
@@ -44,7 +47,8 @@ def predict_images(model, paths: list[Path], class_names: list[str], score_thres
             log.warning("skipping %s: %s", path, e)
             yield {"path": str(path), "error": str(e)}
             continue
-        out = model([F.to_dtype(img, torch.float32, scale=True).to(device)])[0]
+        with precision_context(device, amp_dtype):
+            out = model([F.to_dtype(img, torch.float32, scale=True).to(device)])[0]
         keep = out["scores"] >= score_thresh
         rec = {"path": str(path), "image": img, "boxes": out["boxes"][keep].cpu(), "labels": out["labels"][keep].cpu(),
                "scores": out["scores"][keep].cpu()}
@@ -106,7 +110,8 @@ def _record_json(rec: dict) -> dict:
 
 
 def predict_to_folder(model, paths: list[Path], class_names: list[str], output: str | Path, score_thresh: float = 0.5,
-                      device: torch.device | str = "cpu", progress: bool = False) -> Iterator[dict]:
+                      device: torch.device | str = "cpu", progress: bool = False,
+                      amp_dtype: torch.dtype | None = None) -> Iterator[dict]:
     """Run ``model`` on ``paths``, draw each image's detections into ``output/<stem>_pred.png`` and
     write every record to ``output/detections.json`` when done. Yields each image's JSON record
     ({"image", "height", "width", "detections", "drawn"} or {"image", "error"}) as it is made.
@@ -119,7 +124,7 @@ def predict_to_folder(model, paths: list[Path], class_names: list[str], output: 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    it = predict_images(model, paths, class_names, score_thresh, device)
+    it = predict_images(model, paths, class_names, score_thresh, device, amp_dtype)
     if progress:
         from tqdm import tqdm
 

@@ -22,11 +22,12 @@ from ..config import ConfigError, TrainConfig, config_from_dict, validate_config
 from ..data import build_dataset, build_transforms, collate_skip_none
 from ..models import create_model, model_entrypoint
 from ..models.convert import load_pretrained
+from ..models.precision import prepare_inference
 from .distributed import DistInfo, all_reduce_sum
 from .launch import resolve_device
 from .metrics import plot_curves
 from .optim import WarmupCosine, build_optimizer, build_scheduler
-from .epoch import AMP_DTYPES, autocast
+from .epoch import autocast
 from .task import Callback, Task, TaskData
 from .trainer import Trainer, eval_loader
 from .metrics import get_logger
@@ -180,9 +181,10 @@ def train(cfg: TrainConfig, resume: str | None = None, callbacks: Sequence[Callb
 
 
 def evaluate_checkpoint(path: str | Checkpoint, data_root: str | None = None, batch_size: int = 64, workers: int = 2,
-                        use_ema: bool = False, device: str = "auto") -> dict:
+                        use_ema: bool = False, device: str = "auto", precision: str = "auto") -> dict:
     """Evaluate a classification checkpoint (a path or its ``open_checkpoint``) on ``data_root``/val
-    (default: the data it was trained on)."""
+    (default: the data it was trained on) in ``precision`` ("auto": the recipe's ``run.amp`` on CUDA,
+    float32 on the CPU; "fp32"; "bf16": ``botnet.models.precision.bf16_classifier``)."""
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path, strict=False)
     ckpt.require("classification", train=True)
     cfg = config_from_dict(ckpt.config)
@@ -196,7 +198,8 @@ def evaluate_checkpoint(path: str | Checkpoint, data_root: str | None = None, ba
     model.load_state_dict(ckpt.model_state(use_ema))
     model.to(dev)
     loader = eval_loader(ds, DistInfo(), batch_size, workers, collate_skip_none, dev.type == "cuda")
-    amp = AMP_DTYPES.get(cfg.run.amp) if dev.type == "cuda" else None
+    model, amp, name = prepare_inference(model, "classification", precision, dev, cfg.run.amp)
     res = evaluate(model, loader, dev, amp)
-    res.update(checkpoint=ckpt.where, model=cfg.model.name, epoch=ckpt.epoch, step=ckpt.step, ema=use_ema)
+    res.update(checkpoint=ckpt.where, model=cfg.model.name, epoch=ckpt.epoch, step=ckpt.step, ema=use_ema,
+               precision=name)
     return res

@@ -26,11 +26,12 @@ from ..data.coco_shards import coco_index_path
 from ..detection import parse_detector_name
 from ..detection.evaluate import evaluate_coco, format_coco_table, to_coco_results
 from ..detection.loading import build_detector_from_config, det_data_root, load_detector
+from ..models.precision import prepare_inference
 from .distributed import DistInfo
 from .launch import resolve_device
 from .metrics import get_logger, plot_curves
 from .optim import WarmupMultiStep, build_scheduler
-from .epoch import AMP_DTYPES, autocast
+from .epoch import autocast
 from .task import Callback, Task, TaskData
 from .trainer import Trainer, eval_loader
 
@@ -176,10 +177,11 @@ def train_detector(cfg: DetTrainConfig, resume: str | None = None, callbacks: Se
 
 def evaluate_detection_checkpoint(path: str | Checkpoint, data_root: str | None = None, split: str | None = None,
                                   batch_size: int = 2, workers: int = 2, device: str = "auto", output: str | None = None,
-                                  max_images: int | None = None) -> dict:
+                                  max_images: int | None = None, precision: str = "auto") -> dict:
     """COCO metrics of a detection checkpoint on ``data_root``/``split`` (default: its training data's
     validation split); ``path`` may be its ``open_checkpoint``. ``output``: also write the metrics
-    and the COCO results JSON there."""
+    and the COCO results JSON there. ``precision``: "auto" (the recipe's ``run.amp`` on CUDA,
+    float32 on the CPU), "fp32" or "bf16" (``botnet.models.precision.bf16_detector``)."""
     dev = resolve_device(device)
     ckpt = path if isinstance(path, Checkpoint) else open_checkpoint(path, strict=False)
     model, _ = load_detector(ckpt, dev)
@@ -191,10 +193,10 @@ def evaluate_detection_checkpoint(path: str | Checkpoint, data_root: str | None 
     if list(ds.cat_ids) != cat_ids:
         raise ValueError(f"the data's category ids {list(ds.cat_ids)[:8]} differ from the checkpoint's {cat_ids[:8]}")
     loader = eval_loader(ds, DistInfo(), batch_size, workers, collate_detection, max_images=max_images)
-    amp = AMP_DTYPES.get(cfg.run.amp) if dev.type == "cuda" else None
+    model, amp, name = prepare_inference(model, "detection", precision, dev, cfg.run.amp)
     metrics, results = evaluate_detector(model, loader, ds, dev, amp)
     res = {"checkpoint": ckpt.where, "model": cfg.model.name, "step": ckpt.step, "data": str(root), "split": split,
-           **metrics}
+           "precision": name, **metrics}
     if output:
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)

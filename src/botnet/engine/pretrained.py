@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from ..data import ImageFolderSafe, collate_skip_none
 from ..data.transforms import build_eval_transform
 from ..models import create_model
+from ..models.precision import prepare_inference
 from .classify import evaluate
 from .launch import resolve_device
 
@@ -23,10 +24,11 @@ __all__ = ["evaluate_pretrained"]
 
 def evaluate_pretrained(name: str, data_root: str | os.PathLike, weights: str | os.PathLike | None = None,
                         batch_size: int = 64, workers: int = 2, device: str = "auto", img_size: int | None = None,
-                        **model_kwargs) -> dict:
+                        precision: str = "auto", **model_kwargs) -> dict:
     """Top-1 / top-5 / loss of ``name`` with ``weights`` (default: its published ones, cached or
     fetched) on ``data_root/val`` (or ``data_root`` itself, one folder per class in index order).
 
+    ``precision``: "auto" / "fp32" (float32) or "bf16" (``botnet.models.precision.bf16_classifier``).
     ``model_kwargs`` go to ``create_model`` (e.g. ``num_classes`` of a fine-tuned file). Raises
     ValueError / FileNotFoundError (``PretrainedNotFound``) with a one-line message."""
     model = create_model(name, pretrained=weights or True, **model_kwargs)
@@ -43,8 +45,10 @@ def evaluate_pretrained(name: str, data_root: str | os.PathLike, weights: str | 
     dev = resolve_device(device)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_none,
                         pin_memory=dev.type == "cuda")
-    res = evaluate(model.to(dev), loader, dev)
+    run, amp, used = prepare_inference(model.to(dev), "classification", precision, dev)
+    res = evaluate(run, loader, dev, amp)
     res.update(model=name, checkpoint=str(weights) if weights else "published weights", epoch=None, ema=False,
+               precision=used,
                crop_pct=cfg.get("crop_pct"), interpolation=cfg.get("interpolation"),
                published_top1=cfg.get("top1"), published_top1_source=cfg.get("top1_source"))
     return res

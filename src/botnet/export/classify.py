@@ -44,13 +44,17 @@ from torch import nn
 
 from ..layers import use_kernel
 from ..data.transforms import build_eval_transform
+from ..models.precision import bf16_classifier
 from ..models.weights import load_model, save_weights
 from .core import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, compare_outputs, quiet_export, register_exporter
 from .static_attn import freeze_attention
 
-__all__ = ["export_onnx", "export_torchscript", "export_safetensors", "onnx_session", "QUANTIZE", "MIN_AGREEMENT"]
+__all__ = ["export_onnx", "export_torchscript", "export_safetensors", "onnx_session", "QUANTIZE", "MIN_AGREEMENT",
+           "EXPORT_PRECISIONS", "BF16_ATOL", "BF16_RTOL"]
 
 QUANTIZE = ("int8",)
+EXPORT_PRECISIONS = ("fp32", "bf16")  # bf16: torchscript and safetensors (ONNX Runtime's CPU provider has no bf16 Conv)
+BF16_ATOL = BF16_RTOL = 1e-2  # a bfloat16 export against the same bfloat16 model in PyTorch
 MIN_AGREEMENT = 0.98  # int8 vs PyTorch top-1 agreement on the held-out calibration images
 
 
@@ -170,14 +174,28 @@ def _export_int8(model: nn.Module, x: torch.Tensor, path: Path, opset: int, dyna
                          "fp32_max_abs_diff": diff32, "fp32_tolerance": tol32})
 
 
+def _vs_float32(model32: nn.Module, out: torch.Tensor, x: torch.Tensor) -> float:
+    """Relative L2 difference ||out - model32(x)|| / ||model32(x)|| of a bfloat16 export's logits."""
+    with torch.no_grad():
+        ref = model32(x).double()
+    return float((torch.as_tensor(out).double() - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
 @register_exporter("classification", "torchscript")
 def export_torchscript(model: nn.Module, path: str | os.PathLike, img_size: int | tuple[int, int] | None = None,
                        batch_size: int = 1, verify: bool = True, atol: float = ATOL, rtol: float = RTOL,
-                       seed: int = 0) -> ExportResult:
+                       seed: int = 0, precision: str = "fp32") -> ExportResult:
     """Trace a classifier to TorchScript (``torch.jit.trace``), save it, load the file back and
-    compare it with PyTorch on a random input."""
+    compare it with PyTorch on a random input. ``precision="bf16"`` traces
+    ``botnet.models.precision.bf16_classifier`` (BatchNorms folded, bfloat16 weights in channels_last,
+    float32 in and out: (B, C, H, W) -> (B, K)), checked against that model in PyTorch within
+    ``BF16_ATOL + BF16_RTOL * max |output|``; ``extra["vs_fp32"]`` is its logits' relative L2
+    difference from the float32 model."""
     t0 = time.perf_counter()
     model, x = _prepare(model, img_size, batch_size, seed)
+    model32 = model
+    if _check_precision(precision) == "bf16":
+        model, atol, rtol = bf16_classifier(model), max(atol, BF16_ATOL), max(rtol, BF16_RTOL)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     diff = tol = None
@@ -189,27 +207,47 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, img_size: int 
             loaded = torch.jit.load(str(path), map_location="cpu")
             with torch.no_grad():
                 out, ref = loaded(x), model(x)
+    extra = {"exporter": "torch.jit.trace", "precision": precision}
     if verify:
         diff, tol = compare_outputs(out, ref, atol, rtol, f"TorchScript model {path}")
-    return ExportResult(str(path), "torchscript", tuple(x.shape), diff, tol, time.perf_counter() - t0,
-                        {"exporter": "torch.jit.trace"})
+        if precision == "bf16":
+            extra["vs_fp32"] = _vs_float32(model32, out, x)
+    return ExportResult(str(path), "torchscript", tuple(x.shape), diff, tol, time.perf_counter() - t0, extra)
 
 
 @register_exporter("classification", "safetensors")
 def export_safetensors(model: nn.Module, path: str | os.PathLike, img_size: int | tuple[int, int] | None = None,
                        batch_size: int = 1, verify: bool = True, atol: float = ATOL, rtol: float = RTOL,
-                       seed: int = 0, card: dict | None = None) -> ExportResult:
+                       seed: int = 0, card: dict | None = None, precision: str = "fp32") -> ExportResult:
     """Save the weights as safetensors with the model card beside them (``save_weights``), rebuild
-    the model from the pair (``load_model``) and compare it with the original."""
+    the model from the pair (``load_model``) and compare it with the original. ``precision="bf16"``
+    stores every float tensor in bfloat16 (half the file; the card says ``"dtype": "bfloat16"``;
+    ``load_model`` builds the float32 model from it): the check then compares with the original's
+    weights rounded to bfloat16, and ``extra["vs_fp32"]`` is the logits' relative L2 difference
+    from the float32 original."""
 
     t0 = time.perf_counter()
     model, x = _prepare(model, img_size, batch_size, seed)
     if Path(path).suffix != ".safetensors":
         raise ValueError(f"{path}: safetensors files end in .safetensors")
+    model32 = model
+    if _check_precision(precision) == "bf16":
+        model, card = copy.deepcopy(model).to(torch.bfloat16), {**(card or {}), "dtype": "bfloat16"}
     card_file = save_weights(model, path, card=card)
     diff = tol = None
+    extra = {"card": str(card_file), "precision": precision}
     if verify:
         loaded, _ = load_model(path)
         with torch.no_grad():
-            diff, tol = compare_outputs(loaded(x), model(x), atol, rtol, f"weights {path}")
-    return ExportResult(str(path), "safetensors", tuple(x.shape), diff, tol, time.perf_counter() - t0, {"card": str(card_file)})
+            out = loaded(x)
+            diff, tol = compare_outputs(out, model.float()(x), atol, rtol, f"weights {path}")
+        if precision == "bf16":
+            extra["vs_fp32"] = _vs_float32(model32, out, x)
+    return ExportResult(str(path), "safetensors", tuple(x.shape), diff, tol, time.perf_counter() - t0, extra)
+
+
+def _check_precision(precision: str) -> str:
+    """``precision`` if an exporter takes it ("fp32" or "bf16"); else a one-line ValueError."""
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r}")
+    return precision

@@ -20,6 +20,7 @@ from ..checkpoint import Checkpoint
 from ..data.transforms import build_eval_transform
 from ..engine.launch import resolve_device
 from ..data.folder import DECODE_ERRORS, load_rgb
+from ..models.precision import precision_context, prepare_inference
 from ..models.weights import load_model
 
 __all__ = ["IMAGE_SUFFIXES", "expand_image_paths", "eval_transform", "predict_classifier", "resolve_device"]
@@ -51,7 +52,7 @@ def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
 @torch.no_grad()
 def predict_classifier(checkpoint: str | os.PathLike | dict | Checkpoint, paths: Iterable[str | os.PathLike], *,
                        topk: int = 5, batch_size: int = 16, device: str | torch.device = "auto",
-                       use_ema: bool = False) -> dict:
+                       use_ema: bool = False, precision: str = "auto") -> dict:
     """Classify image files (folders are searched recursively).
 
     Args:
@@ -61,6 +62,7 @@ def predict_classifier(checkpoint: str | os.PathLike | dict | Checkpoint, paths:
         topk: classes per image (at most the number of classes).
         device: "auto" (CUDA when available), "cpu", "cuda", ...
         use_ema: use the EMA weights of a training checkpoint.
+        precision: "auto" / "fp32" (float32) or "bf16" (``botnet.models.precision.bf16_classifier``).
 
     Returns:
         {"model", "checkpoint", "predictions": [{"image": path, "topk": [{"label": name,
@@ -73,13 +75,13 @@ def predict_classifier(checkpoint: str | os.PathLike | dict | Checkpoint, paths:
     files = expand_image_paths(paths)
     model, card = load_model(checkpoint, use_ema=use_ema)
     dev = resolve_device(device)
-    model.to(dev)
+    model, amp, used = prepare_inference(model.to(dev), "classification", precision, dev)
     classes = card.get("classes") or [str(i) for i in range(card["num_classes"])]
     k = min(topk, len(classes))
     tf = build_eval_transform(card)
     where = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     where = None if isinstance(where, dict) else where
-    result = {"model": card["model_name"], "checkpoint": None if where is None else str(where),
+    result = {"model": card["model_name"], "checkpoint": None if where is None else str(where), "precision": used,
               "predictions": [], "skipped": []}
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     if len(batches) > 1:
@@ -97,7 +99,9 @@ def predict_classifier(checkpoint: str | os.PathLike | dict | Checkpoint, paths:
                 result["skipped"].append({"image": str(path), "error": f"{type(e).__name__}: {e}"})
         if not images:
             continue
-        probs = model(torch.stack(images).to(dev)).float().softmax(-1).cpu()
+        with precision_context(dev, amp):
+            logits = model(torch.stack(images).to(dev))
+        probs = logits.float().softmax(-1).cpu()
         top = probs.topk(k, dim=-1)
         for name, p, idx in zip(names, top.values.tolist(), top.indices.tolist()):
             result["predictions"].append(
