@@ -16,6 +16,7 @@ def test_quick_run_times_every_way(capsys):
         assert f"| botnet_tiny | 64 | 2 | {way} |" in out
     assert "| botnet_tiny | 64 | 2 | bf16 autocast |" in out.split("Training step")[1]
     assert "Target: `bf16` at least 1.6x" in out and "native bfloat16:" in out
+    assert "botnet_tiny batch 2: " in out and "aten ops a call" in out
     assert bf16.main(["--rounds", "0", "--no-doc"]) == 2
 
 
