@@ -26,6 +26,7 @@ import argparse
 import bisect
 import collections
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from suite.report import machine_info, measured_on, write_doc  # noqa: E402
 from suite.timing import interleaved, summarize  # noqa: E402
 
 RUNTIMES = ("PyTorch eager", "ORT fp32", "ORT int8")
+SAMPLE_S, MAX_CALLS = 0.02, 50  # time_case: a timed sample lasts at least 20 ms (at most 50 calls)
 CLEAR_MARGIN = 0.1  # PyTorch top-1 minus top-2 logit: below it, an image is a near tie int8 rounding may flip
 FP32_KERNELS = ("Conv", "FusedConv", "NchwcConv", "MatMul", "FusedMatMul", "Gemm")  # float32 compute if left
 PROFILE_KINDS = ("int8 Conv/MatMul/Gemm", "int8 other (Add, Softmax, pooling)", "Quantize/Dequantize",
@@ -156,8 +158,11 @@ def op_kind(op: str) -> str:
     return "other float32 (Softmax, Add, pooling, ...)"
 
 
-def time_case(model, sessions: dict, img_size: int, batch: int, rounds: int) -> dict[str, dict]:
-    """{runtime: {median_ms, min_ms, max_ms, runs}} for one batch size, interleaved rounds."""
+def time_case(model, sessions: dict, img_size: int, batch: int, rounds: int, sample_s: float) -> dict[str, dict]:
+    """{runtime: {median_ms, min_ms, max_ms, runs, calls}} for one batch size, interleaved rounds.
+    A sample times ``calls`` calls in a row (per call in the result), enough for the fastest
+    runtime's sample to last ``sample_s`` (``SAMPLE_S``; 0: one call): a sub-millisecond call
+    timed alone measures the scheduler of a shared machine more than the call."""
     x = torch.randn(batch, 3, img_size, img_size)
     xn = x.numpy()
 
@@ -168,8 +173,11 @@ def time_case(model, sessions: dict, img_size: int, batch: int, rounds: int) -> 
     fns = {"PyTorch eager": eager}
     for name, sess in sessions.items():
         fns[name] = lambda s=sess: s.run(None, {"images": xn})
-    samples = interleaved(fns, repeats=rounds, warmup=1, device=torch.device("cpu"))
-    return {k: vars(summarize(v)) for k, v in samples.items()}
+    once = interleaved(fns, repeats=3, warmup=1, device=torch.device("cpu"))
+    calls = max(1, min(MAX_CALLS, math.ceil(sample_s / min(min(v) for v in once.values()))))
+    loops = {k: (lambda f=f: [f() for _ in range(calls)]) for k, f in fns.items()}
+    samples = interleaved(loops, repeats=rounds, warmup=0, device=torch.device("cpu"))
+    return {k: {**vars(summarize([t / calls for t in v])), "calls": calls} for k, v in samples.items()}
 
 
 def agreement(model, sessions: dict, val: Path, card: dict, img_size: int) -> dict:
@@ -206,9 +214,10 @@ def agreement(model, sessions: dict, val: Path, card: dict, img_size: int) -> di
 
 
 def run_case(name: str, img_size: int, checkpoint: str | None, batches, rounds: int, threads: int, roots: Path,
-             calib_count: int, val: bool, profile_runs: int) -> dict:
-    """One model: export both files, time the three runtimes at each batch size, profile both ONNX
-    files there (``op_profile``, ``profile_runs`` runs) and (``val``) agreement."""
+             calib_count: int, val: bool, profile_runs: int, sample_s: float) -> dict:
+    """One model: export both files, time the three runtimes at each batch size (samples of
+    ``sample_s``: ``time_case``), profile both ONNX files there (``op_profile``, ``profile_runs``
+    runs) and (``val``) agreement."""
     from botnet.export.classify import onnx_session
 
     model, card = load_case(name, checkpoint, img_size)
@@ -222,7 +231,7 @@ def run_case(name: str, img_size: int, checkpoint: str | None, batches, rounds: 
                 "fp32_ops": optimized_ops(fp32, threads, tmp), "timings": {}}
         case["profile"] = {}
         for b in batches:
-            case["timings"][b] = time_case(model, sessions, img_size, b, rounds)
+            case["timings"][b] = time_case(model, sessions, img_size, b, rounds, sample_s)
             for rt, path in (("ORT fp32", fp32), ("ORT int8", int8)):
                 case["profile"][(b, rt)] = op_profile(path, threads, b, img_size, profile_runs, tmp)
         if val:
@@ -241,11 +250,14 @@ def _op_summary(ops: dict[str, int]) -> str:
 
 def render(cases: list[dict], args, machine: dict, seconds: float, cmd: str) -> str:
     """The section's Markdown: header, one table for every case and batch, agreement and op counts."""
+    calls = ", ".join(f"{c['model']} batch {b}: {t['ORT fp32']['calls']}"
+                      for c in cases for b, t in c["timings"].items())
     lines = [f"{measured_on(machine, f'{args.threads} threads: torch.set_num_threads and ORT intra_op_num_threads')}"
              f", onnxruntime {_ort_version()}; 1-min load average {machine['load1']:.2f} at the start "
              f"({os.getloadavg()[0]:.2f} at the end; the machine was shared when above {os.cpu_count()})."
-             f" {args.rounds} interleaved rounds after one warm-up call each, median with min–max; "
-             f"{seconds:.0f} s in all." + (" **Quick run** (tiny data, reduced rounds)." if args.quick else ""),
+             f" {args.rounds} interleaved rounds after 4 untimed calls each, median with min–max of the time per "
+             f"call of a sample of N calls in a row (N: {calls}); {seconds:.0f} s in all."
+             + (" **Quick run** (tiny data, reduced rounds)." if args.quick else ""),
              "", f"Command: `{cmd}`", "",
              "| model | res | batch | runtime | median ms | min–max ms | images/s | eager ÷ this | ORT fp32 ÷ this |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
@@ -310,10 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     t0, machine = time.perf_counter(), machine_info()
     roots = data_roots(args.quick, os.environ.get("BOTNET_CACHE"))
     cases = [run_case("botnet_tiny", 64, args.checkpoint, (1, 2) if args.quick else (1, 16), args.rounds,
-                      args.threads, roots, args.calibration_images, True, 3 if args.quick else 50)]
+                      args.threads, roots, args.calibration_images, True, 3 if args.quick else 50,
+                      0.0 if args.quick else SAMPLE_S)]
     if not (args.quick or args.no_big):
         cases.append(run_case("botnet50", 256, None, (1, 16), args.rounds, args.threads, roots,
-                              min(args.calibration_images, 32), False, 3))
+                              min(args.calibration_images, 32), False, 3, SAMPLE_S))
     cmd = "python " + " ".join(["benchmarks/onnx_runtime.py", *(argv if argv is not None else sys.argv[1:])])
     section = render(cases, args, machine, time.perf_counter() - t0, cmd)
     if not args.no_doc:
