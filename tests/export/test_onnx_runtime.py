@@ -89,7 +89,7 @@ def test_onnx_graph_has_no_dynamic_shape_ops(tmp_path):
 
 
 def test_int8_export_is_checked_by_agreement_on_held_out_images(tiny_data, tmp_path):
-    from botnet.export.quantize import split_images
+    from botnet.export.quantize import float_nodes, split_images
 
     calib, check = split_images(Path(tiny_data) / "val")  # 40 images: every fifth is held out
     assert (len(calib), len(check)) == (32, 8) and not set(calib) & set(check)
@@ -100,13 +100,26 @@ def test_int8_export_is_checked_by_agreement_on_held_out_images(tiny_data, tmp_p
     x = res.extra
     assert (x["quantize"], x["check_images"], x["calibration_images"]) == ("int8", 8, 32)
     assert 0.0 <= x["agreement"] <= 1.0 and x["fp32_max_abs_diff"] <= x["fp32_tolerance"] and res.tolerance is None
-    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
     assert ops["QuantizeLinear"] > 20 and ops["DequantizeLinear"] > ops["Conv"] == 20
+    # the attention stays float32: its MatMuls, Adds and Softmax take no dequantized input and feed no
+    # QuantizeLinear; its q/k/v projection Conv is quantized (a DequantizeLinear before it)
+    made_by = {o: n for n in graph.node for o in n.output}
+    attn = [n for n in graph.node if "/attn/" in n.name and n.op_type in ("MatMul", "Softmax", "Add")]
+    assert len(attn) == 14 and x["float_nodes"] >= 14, (len(attn), x["float_nodes"])  # 2 layers x (4 + 1 + 2)
+    for n in attn:
+        assert all(i not in made_by or made_by[i].op_type != "DequantizeLinear" for i in n.input), n.name
+        assert not any(o in q.input for o in n.output for q in graph.node if q.op_type == "QuantizeLinear"), n.name
+    qkv = [n for n in graph.node if n.op_type == "Conv" and any("attn.weight" in i for i in n.input)]
+    assert len(qkv) == 2 and all(made_by[n.input[0]].op_type == "DequantizeLinear" for n in qkv)
     with pytest.raises(ExportError, match=r"top-1 agreement with PyTorch .*% on the 8 held-out images, below 101.0%"):
         export_onnx(model, tmp_path / "q2.onnx", quantize="int8", calibration=Path(tiny_data) / "val",
                     eval_cfg={"crop_pct": 1.0}, min_agreement=1.01, max_calibration=4)
     with pytest.raises(ValueError, match="go together"):
         export_onnx(model, tmp_path / "q3.onnx", quantize="int8")
+    with pytest.raises(ValueError, match="cannot find attention module 'layer9.attn'"):
+        float_nodes(graph, ["layer9.attn"])
 
 
 def test_cli_int8_and_its_one_line_errors(tiny_data, tmp_path, capsys):
@@ -143,6 +156,8 @@ def test_benchmark_quick_run(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| PyTorch eager |" in r.stdout and "| ORT fp32 |" in r.stdout and "| ORT int8 |" in r.stdout
     assert "Top-1 agreement with PyTorch" in r.stdout and "**Quick run**" in r.stdout
+    profile = [line for line in r.stdout.splitlines() if line.startswith("| botnet_tiny | 1 | ORT ")]
+    assert len(profile) == 2 and all(line.count("%") == 7 for line in profile), profile  # every kind of op, shares
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "onnx_runtime.py"), "--rounds", "0"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and bad.stderr.strip() == "onnx_runtime: --rounds and --threads must be >= 1, --calibration-images >= 2"

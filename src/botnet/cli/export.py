@@ -133,9 +133,9 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=int, default=1000, help="with --model: classifier outputs (default 1000)")
     p.add_argument("--ema", action="store_true", help="export the checkpoint's EMA weights")
     p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="with --format onnx: ONNX Runtime static int8 quantization (QDQ, per-channel weights), "
-                        "checked by top-1 agreement >= 98%% with PyTorch on the --calibration images held out "
-                        "from calibration (every fifth)")
+                   help="with --format onnx: ONNX Runtime static int8 quantization (QDQ, per-channel weights, "
+                        "attention kept float32), checked by top-1 agreement >= 98%% with PyTorch on the "
+                        "--calibration images held out from calibration (every fifth)")
     p.add_argument("--calibration", metavar="DIR", default=None,
                    help="with --quantize: a folder of images (searched recursively), read through the model's "
                         "eval transform; at most 256 calibrate")

@@ -24,8 +24,9 @@ resolution). TorchScript traces the ``reference`` kernel. ``torch.jit.trace`` an
 deprecation warnings are silenced here.
 
 ``export_onnx(..., quantize="int8", calibration=DIR)`` also quantizes the checked float32 graph
-statically with ONNX Runtime (``botnet.export.quantize``: QDQ, per-channel weights, calibrated on
-the images of DIR through the model's eval transform) and writes the int8 model to ``path``. Its
+statically with ONNX Runtime (``botnet.export.quantize``: QDQ, per-channel weights, the MHSA
+attention kept float32, calibrated on the images of DIR through the model's eval transform) and
+writes the int8 model to ``path``. Its
 check is top-1 agreement with PyTorch on the images of DIR held out from calibration (every fifth),
 at least ``min_agreement`` (0.98), not a max-abs-diff: int8 logits differ from float32 by far more
 than 1e-4 by design.
@@ -47,7 +48,7 @@ from ..data.transforms import build_eval_transform
 from ..models.precision import bf16_classifier
 from ..models.weights import load_model, save_weights
 from .core import ATOL, DEFAULT_OPSET, RTOL, ExportError, ExportResult, compare_outputs, quiet_export, register_exporter
-from .static_attn import freeze_attention
+from .static_attn import attention_sizes, freeze_attention
 
 __all__ = ["export_onnx", "export_torchscript", "export_safetensors", "onnx_session", "QUANTIZE", "MIN_AGREEMENT",
            "EXPORT_PRECISIONS", "BF16_ATOL", "BF16_RTOL"]
@@ -159,7 +160,7 @@ def _export_int8(model: nn.Module, x: torch.Tensor, path: Path, opset: int, dyna
         fp32 = Path(tmp) / "fp32.onnx"
         frozen = _write_onnx(model, x, fp32, opset, dynamic_batch)
         diff32, tol32 = _verify_onnx(model, x, fp32, ATOL, RTOL)
-        quantize_onnx(fp32, path, calib, transform)
+        kept = quantize_onnx(fp32, path, calib, transform, float_modules=list(attention_sizes(model, x)))
     try:
         agree, diff = top1_agreement(onnx_session(path), model, check, transform)
     except Exception as e:
@@ -171,7 +172,7 @@ def _export_int8(model: nn.Module, x: torch.Tensor, path: Path, opset: int, dyna
                         {"opset": opset, "dynamic_batch": dynamic_batch, "exporter": "torch.onnx.export(dynamo=False)",
                          "static_attention_layers": frozen, "quantize": "int8", "agreement": agree,
                          "min_agreement": min_agreement, "check_images": len(check), "calibration_images": len(calib),
-                         "fp32_max_abs_diff": diff32, "fp32_tolerance": tol32})
+                         "fp32_max_abs_diff": diff32, "fp32_tolerance": tol32, "float_nodes": len(kept)})
 
 
 def _vs_float32(model32: nn.Module, out: torch.Tensor, x: torch.Tensor) -> float:

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..layers import MHSA2d, RelPosEmb2d, resize_pos_table
 
-__all__ = ["StaticMHSA", "freeze_attention"]
+__all__ = ["StaticMHSA", "attention_sizes", "freeze_attention"]
 
 
 class StaticMHSA(nn.Module):
