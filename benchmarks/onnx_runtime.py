@@ -37,10 +37,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
 BLOCK = "onnx-runtime:cpu"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite package beside this script
-from suite.report import machine_info, measured_on, write_doc  # noqa: E402
+from suite.report import machine_info, measured_on, publish, script_command  # noqa: E402
 from suite.timing import interleaved, summarize  # noqa: E402
 
 RUNTIMES = ("PyTorch eager", "ORT fp32", "ORT int8")
@@ -327,12 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.quick or args.no_big):
         cases.append(run_case("botnet50", 256, None, (1, 16), args.rounds, args.threads, roots,
                               min(args.calibration_images, 32), False, 3, SAMPLE_S))
-    cmd = "python " + " ".join(["benchmarks/onnx_runtime.py", *(argv if argv is not None else sys.argv[1:])])
-    section = render(cases, args, machine, time.perf_counter() - t0, cmd)
-    if not args.no_doc:
-        write_doc(DOC, {BLOCK: section})
-    print(section)
-    return 0
+    section = render(cases, args, machine, time.perf_counter() - t0, script_command("onnx_runtime.py", argv))
+    return publish(section, BLOCK, args.no_doc)
 
 if __name__ == "__main__":
     sys.exit(main())
