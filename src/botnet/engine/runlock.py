@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 __all__ = ["LOCK_NAME", "RunFolderBusy", "RunFolderLock", "describe_holder"]
@@ -80,10 +81,7 @@ class RunFolderLock:
         try:
             lock.acquire()
         except Timeout:
-            try:
-                record = _read_record(self.path.read_bytes()) or {}
-            except OSError:
-                record = {}
+            record = self._holder_record()
             holder = describe_holder(record) if record else "a process that has not yet recorded itself"
             raise RunFolderBusy(f"run folder {self.folder} is in use by another run ({holder}); wait for it to "
                                 "finish or choose another --output") from None
@@ -92,6 +90,20 @@ class RunFolderLock:
                              "and on a file system with file locks") from None
         self._lock = lock
         return self.previous
+
+    def _holder_record(self, wait_s: float = 3.0) -> dict:
+        """The lock holder's record; {} if it has written none within ``wait_s`` seconds. The holder
+        writes it right after taking the lock, so a run that lost the race by microseconds may read
+        the file before it (or between its truncate and its write) on a busy machine."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                record = _read_record(self.path.read_bytes()) or {}
+            except OSError:
+                record = {}
+            if record or time.monotonic() >= deadline:
+                return record
+            time.sleep(0.05)
 
     def release(self, *, remove_empty_folder: bool = False) -> None:
         """Drop the lock and remove its file; with ``remove_empty_folder``, also the folder when this
