@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("mhsa", "models", "r50-vs-bot50-1024", "vs-timm")  # suite.PARTS, repeated so --help needs no torch
+PARTS = ("mhsa", "models", "r50-vs-bot50-1024", "vs-timm", "compile")  # suite.PARTS, repeated so --help needs no torch
 DEFAULT_DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 

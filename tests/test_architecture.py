@@ -9,7 +9,7 @@ SRC = Path(__file__).parents[1] / "src" / "botnet"
 # higher imports lower; equal ranks may not import each other (docs/architecture.md, "The package")
 RANK = {"__main__": 10, "cli": 9, "experiments": 8, "export": 7, "inference": 7, "engine": 6, "detection": 5,
         "data": 4, "paper": 3.6, "counter": 3.5, "models": 3, "layers": 2, "config": 1.5, "recipes": 1.4,
-        "checkpoint": 1.2, "compat": 0}
+        "compiling": 1.3, "checkpoint": 1.2, "compat": 0}
 
 
 def _unit(module: str) -> str:

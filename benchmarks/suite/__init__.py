@@ -9,7 +9,9 @@ Parts (``run_parts``; ``python benchmarks/run.py PART ...``):
   GPU, EfficientNet-B0..B7 from timm) at their resolutions;
 - ``r50-vs-bot50-1024``: BoT50 against R50 at 1024, timed interleaved (Table 1: 1.31x on TPU);
 - ``vs-timm``: timm's BoTNet family built by timm and by us on the same (perturbed) weights,
-  inference at batch 1 and 16 and a train step at batch 8, interleaved (issue 22).
+  inference at batch 1 and 16 and a train step at batch 8, interleaved (issue 22);
+- ``compile``: eager against ``torch.compile`` inference (static, and static with the batch axis
+  dynamic), compile times, and a bounded ``dynamic=True`` attempt, on the CPU (issue 22).
 
 On CUDA everything runs under bf16 autocast and is timed with CUDA events; on CPU in float32 with
 ``time.perf_counter``. timm and bottleneck-transformer-pytorch come with the ``bench`` extra.
@@ -28,9 +30,9 @@ from .report import machine_info, render_part, targets, write_doc
 __all__ = ["PARTS", "DEFAULTS", "resolve_device", "run_part", "run_parts", "render_part", "targets", "write_doc",
            "machine_info"]
 
-PARTS = ("mhsa", "models", "r50-vs-bot50-1024", "vs-timm")
+PARTS = ("mhsa", "models", "r50-vs-bot50-1024", "vs-timm", "compile")
 # (repeats, warmup) per part; --quick: (3, 1)
-DEFAULTS = {"mhsa": (5, 2), "models": (5, 1), "r50-vs-bot50-1024": (5, 1), "vs-timm": (7, 1)}
+DEFAULTS = {"mhsa": (5, 2), "models": (5, 1), "r50-vs-bot50-1024": (5, 1), "vs-timm": (7, 1), "compile": (5, 1)}
 QUICK = (3, 1)
 
 
@@ -81,6 +83,10 @@ def run_part(part: str, device: torch.device, repeats: int | None = None, warmup
         from .vs_timm import bench_vs_timm
 
         res = bench_vs_timm(device, repeats, warmup, quick, log=log, **({"models": tuple(models)} if models else {}))
+    elif part == "compile":
+        from .compiled import bench_compile
+
+        res = bench_compile(device, repeats, warmup, quick, log=log)
     else:
         from .models import bench_pair_1024
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .compiled import compile_targets, render_compile
 from .vs_timm import render_vs_timm, vs_timm_targets
 
 __all__ = ["machine_info", "measured_on", "render_part", "targets", "write_doc", "markers", "script_command", "publish",
@@ -218,6 +219,8 @@ def targets(res: dict) -> list[dict]:
         out.append({"target": "BoT50 / R50 train-step time at 1024 ≤ 1.20", "met": ok, "detail": detail})
     elif part == "vs-timm":
         out += vs_timm_targets(res)
+    elif part == "compile":
+        out += compile_targets(res)
     elif part == "models":
         rows = {r["label"]: r for r in res["rows"]}
         t7, b7 = rows.get("T7"), rows.get("B7")
@@ -254,6 +257,8 @@ def render_part(res: dict) -> str:
         lines += _models_table(res["rows"])
     elif part == "vs-timm":
         lines += render_vs_timm(res)
+    elif part == "compile":
+        lines += render_compile(res)
     tg = targets(res)
     if tg:
         lines += ["", "Targets:", ""]

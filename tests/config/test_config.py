@@ -84,6 +84,7 @@ def test_every_recipe_is_in_range(path):
         ("data.eval_size=0", "data.eval_size: expected null or an int >= 8, got 0"),
         ("model.drop_path_rate=1", "model.drop_path_rate: expected a probability in [0, 1)"),
         ("run.amp=fp8", "run.amp: expected one of bf16, fp16, none, got 'fp8'"),
+        ("model.compile_shapes=dynamic", "model.compile_shapes: expected one of batch, static, got 'dynamic'"),
         ("run.ema_decay=1", "run.ema_decay: expected a number in (0, 1), got 1.0"),
         ("run.eval_every=0", "run.eval_every: expected an int >= 1, got 0"),
         ("run.ckpt_every_steps=-1", "run.ckpt_every_steps: expected an int >= 0"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .fields import in_range
-from .sections import STEP_SCHEDULE, Recipe, left_at_default, optim_ranges, run_ranges
+from .sections import STEP_SCHEDULE, Recipe, compile_ranges, left_at_default, optim_ranges, run_ranges
 
 __all__ = ["ModelConfig", "DataConfig", "TrainConfig"]
 
@@ -22,6 +22,7 @@ class ModelConfig:
     sync_bn: bool = False
     channels_last: bool = False
     compile: bool = False
+    compile_shapes: str = "batch"  # with compile: "batch" (static shapes, batch axis dynamic) or "static"
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainConfig(Recipe):
             ("model.name", m.name, "a model name (see `botnet list`)", bool(m.name)),
             ("model.drop_rate", m.drop_rate, "a probability in [0, 1)", between(m.drop_rate, 0, 1, hi_open=True)),
             ("model.drop_path_rate", m.drop_path_rate, "a probability in [0, 1)", between(m.drop_path_rate, 0, 1, hi_open=True)),
+            *compile_ranges(m),
             ("data.img_size", d.img_size, "an int >= 8 (pixels)", d.img_size >= 8),
             ("data.eval_size", d.eval_size, "null or an int >= 8", d.eval_size is None or d.eval_size >= 8),
             ("data.crop_pct", d.crop_pct, "a fraction in (0, 1]", between(d.crop_pct, 0, 1, lo_open=True)),

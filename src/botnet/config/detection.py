@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .fields import in_range
-from .sections import EPOCH_SCHEDULE, OptimConfig, Recipe, RunConfig, left_at_default, optim_ranges, run_ranges
+from .sections import EPOCH_SCHEDULE, OptimConfig, Recipe, RunConfig, compile_ranges, left_at_default, optim_ranges, run_ranges
 
 __all__ = ["DetModelConfig", "DetDataConfig", "DetTrainConfig", "det_optim", "det_run"]
 
@@ -23,6 +23,7 @@ class DetModelConfig:
     bn_eps: Union[float, None] = None  # every BatchNorm's eps (paper: 1e-4); None: 1e-5
     sync_bn: bool = False  # SyncBatchNorm under DDP (the paper; GPUs only)
     compile: bool = False
+    compile_shapes: str = "batch"  # with compile: "batch" (static shapes, batch axis dynamic) or "static"
     channels_last: bool = False  # the model's weights (and 4-D inputs) in channels_last memory format
 
 
@@ -67,6 +68,7 @@ class DetTrainConfig(Recipe):
         ms = o.milestones
         return [
             ("model.name", self.model.name, "a detector name ({maskrcnn,fasterrcnn}_<backbone>_fpn)", bool(self.model.name)),
+            *compile_ranges(self.model),
             ("data.img_size", d.img_size, "a multiple of 32, at least 64", d.img_size >= 64 and d.img_size % 32 == 0),
             ("data.scale_min", d.scale_min, "a number > 0, at most data.scale_max", 0 < d.scale_min <= d.scale_max),
             ("data.hflip", d.hflip, "a probability in [0, 1]", in_range(d.hflip, 0, 1)),

@@ -81,6 +81,7 @@ class ModelFields(Protocol):
     name: str
     sync_bn: bool
     compile: bool
+    compile_shapes: str
     channels_last: bool
 
 
@@ -149,6 +150,14 @@ def left_at_default(section: str, obj, names: tuple[str, ...], why: str) -> list
     default = type(obj)()
     return [(f"{section}.{n}", getattr(obj, n), f"no value: {why}", getattr(obj, n) == getattr(default, n))
             for n in names]
+
+
+def compile_ranges(m: ModelFields) -> list[tuple[str, object, str, bool]]:
+    """The check of ``model.compile_shapes`` (``botnet.compiling.COMPILE_SHAPES``), which every task reads."""
+    from ..compiling import COMPILE_SHAPES
+
+    return [("model.compile_shapes", m.compile_shapes, f"one of {', '.join(COMPILE_SHAPES)}",
+             m.compile_shapes in COMPILE_SHAPES)]
 
 
 def _device_ok(name: str) -> bool:

@@ -3,7 +3,7 @@
 ``launch(run_cfg, body)`` runs the trainer's body on the device ``run.device`` names, inside the
 process group torchrun describes and a ``PreemptionHandler``, and tears the group down after;
 ``resolve_device`` turns "auto" into a device; ``to_channels_last`` puts a model (weights and
-inputs) in channels_last memory format; ``wrap`` adds DDP and ``torch.compile``.
+inputs) in channels_last memory format; ``wrap`` adds DDP and ``torch.compile`` (static shapes, the batch axis dynamic).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import gc
 import torch
 from torch import nn
 
+from ..compiling import compile_model
 from .distributed import DistInfo, cleanup, comm_failures_as_errors, init_distributed
 from .faults import PreemptionHandler
 
@@ -47,12 +48,13 @@ def launch(run_cfg, body):
             cleanup(dist)
 
 
-def wrap(model: nn.Module, dist: DistInfo, device, compile: bool = False) -> nn.Module:
-    """DDP when distributed, then ``torch.compile`` when asked."""
+def wrap(model: nn.Module, dist: DistInfo, device, compile: bool = False, shapes: str = "batch") -> nn.Module:
+    """DDP when distributed, then ``torch.compile`` when asked: ``botnet.compiling.compile_model``
+    with ``shapes`` ("batch": static shapes, the batch axis dynamic; "static")."""
     net = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(net) if compile else net
+    return compile_model(net, shapes) if compile else net
 
 
 def _inputs_channels_last(module: nn.Module, args: tuple) -> tuple:

@@ -238,7 +238,7 @@ class Trainer:
         if ckpt is not None:
             restore(ckpt, model, self.optimizer, self.scheduler, self.scaler, self.guard, self.ema)
             self.state = RunState(ckpt.epoch, ckpt.step, ckpt.get("step_in_epoch"), ckpt.get(self.task.best_key))
-        self.model = wrap(model, dist, device, cfg.model.compile)
+        self.model = wrap(model, dist, device, cfg.model.compile, cfg.model.compile_shapes)
 
     # -- the loop ------------------------------------------------------------------------------
     def _epoch_options(self) -> EpochOptions:
