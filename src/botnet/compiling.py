@@ -1,7 +1,8 @@
-"""``torch.compile`` for BoTNet models: static shapes, with the batch axis dynamic.
+"""``torch.compile`` for BoTNet models: static shapes, optionally with the batch axis dynamic.
 
-``compile_model(model, shapes="batch")`` is what ``model.compile: true`` runs (``engine.launch.wrap``).
-It compiles with ``dynamic=False`` and marks axis 0 (the batch) of every tensor argument dynamic
+``compile_model(model, shapes)`` is what ``model.compile: true`` runs (``engine.launch.wrap``), with
+``model.compile_shapes`` ("static" by default: one graph per input shape). ``shapes="batch"``
+compiles with ``dynamic=False`` and marks axis 0 (the batch) of every tensor argument dynamic
 before each call (``torch._dynamo.maybe_mark_dynamic``), so one graph serves every batch size: the
 last, partial batch of an epoch and the evaluation batches do not recompile. Only the batch is
 symbolic; the image and feature-map sizes stay static, so the graph is the one a static compile

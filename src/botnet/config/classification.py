@@ -22,7 +22,7 @@ class ModelConfig:
     sync_bn: bool = False
     channels_last: bool = False
     compile: bool = False
-    compile_shapes: str = "batch"  # with compile: "batch" (static shapes, batch axis dynamic) or "static"
+    compile_shapes: str = "static"  # with compile: "static" (a graph per shape) or "batch" (batch axis dynamic)
 
 
 @dataclass

@@ -23,7 +23,7 @@ class DetModelConfig:
     bn_eps: Union[float, None] = None  # every BatchNorm's eps (paper: 1e-4); None: 1e-5
     sync_bn: bool = False  # SyncBatchNorm under DDP (the paper; GPUs only)
     compile: bool = False
-    compile_shapes: str = "batch"  # with compile: "batch" (static shapes, batch axis dynamic) or "static"
+    compile_shapes: str = "static"  # with compile: "static" (a graph per shape) or "batch" (batch axis dynamic)
     channels_last: bool = False  # the model's weights (and 4-D inputs) in channels_last memory format
 
 

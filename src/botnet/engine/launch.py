@@ -48,9 +48,9 @@ def launch(run_cfg, body):
             cleanup(dist)
 
 
-def wrap(model: nn.Module, dist: DistInfo, device, compile: bool = False, shapes: str = "batch") -> nn.Module:
+def wrap(model: nn.Module, dist: DistInfo, device, compile: bool = False, shapes: str = "static") -> nn.Module:
     """DDP when distributed, then ``torch.compile`` when asked: ``botnet.compiling.compile_model``
-    with ``shapes`` ("batch": static shapes, the batch axis dynamic; "static")."""
+    with ``shapes`` ("static": a graph per input shape; "batch": the batch axis dynamic)."""
     net = model
     if dist.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
