@@ -45,7 +45,7 @@ def mark_batch_dynamic(module: nn.Module, args: tuple) -> None:
             torch._dynamo.maybe_mark_dynamic(a, 0)
 
 
-def compile_model(model: nn.Module, shapes: str = "batch", **kwargs) -> nn.Module:
+def compile_model(model: nn.Module, shapes: str = "static", **kwargs) -> nn.Module:
     """``torch.compile(model, dynamic=False, **kwargs)``; with ``shapes="batch"`` the batch axis of
     its tensor inputs is marked dynamic before every call, so batch sizes share one graph.
 

@@ -26,12 +26,10 @@ def note_precision(prog: str, precision: str, device: str) -> None:
     emulated: right, but slower than float32)."""
     if precision != "bf16":
         return
-    import torch
-
+    from ..engine.launch import resolve_device
     from ..models.precision import native_bf16
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto"
-                       else device)
+    dev = resolve_device(device)
     if not native_bf16(dev):
         print(f"{prog}: note: {dev.type} has no native bfloat16 (avx512_bf16 / AMX / a bf16 GPU); bf16 runs "
               "emulated, slower than fp32", file=sys.stderr)

@@ -21,13 +21,13 @@ import torch
 
 from torch import nn
 
+from ..models.precision import AMP_DTYPES, precision_context as autocast  # autocast(device, dtype or None)
 from .distributed import DistInfo, all_reduce_sum
 from .faults import NonFiniteGuard
 
 __all__ = ["RunState", "AMP_DTYPES", "EpochOptions", "autocast", "step_seed", "micro_batch", "optimizer_step",
            "train_one_epoch"]
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -42,13 +42,6 @@ class RunState:
         """The epoch (0-based) of the last finished step: what step, eval and preemption records
         call ``epoch`` (``epoch`` itself has already moved on at an epoch's end)."""
         return self.epoch - 1 if self.step_in_epoch == 0 and self.epoch > 0 else self.epoch
-
-
-def autocast(device: torch.device, amp_dtype):
-    """``torch.autocast`` for ``amp_dtype`` (None: a no-op context)."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def step_seed(seed: int, step: int, place: int) -> int:

@@ -3,7 +3,7 @@
 ``launch(run_cfg, body)`` runs the trainer's body on the device ``run.device`` names, inside the
 process group torchrun describes and a ``PreemptionHandler``, and tears the group down after;
 ``resolve_device`` turns "auto" into a device; ``to_channels_last`` puts a model (weights and
-inputs) in channels_last memory format; ``wrap`` adds DDP and ``torch.compile`` (static shapes, the batch axis dynamic).
+inputs) in channels_last memory format; ``wrap`` adds DDP and ``torch.compile`` (``botnet.compiling``).
 """
 
 from __future__ import annotations

@@ -35,14 +35,14 @@ from torch import nn
 
 from .fold import optimize_for_inference
 
-__all__ = ["PRECISIONS", "DETECTOR_PARTS", "check_precision", "native_bf16", "resolve_precision", "CastIO",
+__all__ = ["PRECISIONS", "AMP_DTYPES", "DETECTOR_PARTS", "check_precision", "native_bf16", "resolve_precision", "CastIO",
            "AutocastPart", "bf16_classifier", "bf16_detector", "precision_context", "prepare_inference"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the compute parts of a torchvision-style R-CNN, by attribute path
 DETECTOR_PARTS = ("backbone", "rpn.head", "roi_heads.box_head", "roi_heads.box_predictor", "roi_heads.mask_head",
                   "roi_heads.mask_predictor")
-_RECIPE_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # a recipe's run.amp -> autocast dtype
 
 
 def check_precision(precision: str) -> str:
@@ -70,7 +70,7 @@ def resolve_precision(precision: str, device: torch.device | str, recipe_amp: st
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto" and torch.device(device).type == "cuda":
-        return _RECIPE_AMP.get(recipe_amp)
+        return AMP_DTYPES.get(recipe_amp)
     return None
 
 
@@ -92,8 +92,8 @@ def bf16_classifier(model: nn.Module, channels_last: bool = True) -> CastIO:
     """A bfloat16 inference copy of the classifier ``model`` (see the module docstring): BatchNorms
     folded in float32, weights in ``channels_last`` and bfloat16, wrapped in ``CastIO``. Eval mode;
     (B, 3, H, W) float32 -> (B, K) float32 logits, within bfloat16 rounding of ``model``'s."""
-    folded = optimize_for_inference(model.float(), channels_last=channels_last)
-    return CastIO(folded.to(torch.bfloat16).eval())
+    folded = optimize_for_inference(copy.deepcopy(model).float(), channels_last=channels_last, inplace=True)
+    return CastIO(folded.to(torch.bfloat16))
 
 
 def precision_context(device: torch.device | str, dtype: torch.dtype | None):
@@ -159,7 +159,7 @@ def prepare_inference(model: nn.Module, kind: str, precision: str, device: torch
     dtype = resolve_precision(precision, device, recipe_amp)
     if dtype is torch.bfloat16:
         run = bf16_classifier(model) if kind == "classification" else bf16_detector(model)
-        return run.to(device), None, "bf16"
+        return run, None, "bf16"
     if kind == "classification":
-        model = optimize_for_inference(model).to(device)
+        model = optimize_for_inference(model)
     return model, dtype, "fp32" if dtype is None else "fp16"
